@@ -1,0 +1,39 @@
+# Two commands do all set-up on a fresh machine:
+#   make demo   create .venv if missing, install, run the demo on embedded defaults
+#   make test   same bootstrap, then lint, type-check and the whole test suite
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.ragcycle-installed
+
+.PHONY: install demo test lint typecheck pytest bench clean
+
+$(STAMP): pyproject.toml constraints.txt
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
+	$(BIN)/python scripts/check_torch_cpu.py
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+demo: install
+	$(BIN)/ragcycle demo
+
+lint: install
+	$(BIN)/ruff check flows tasks ragcycle tests bench
+	$(BIN)/ruff format --check flows tasks ragcycle tests bench
+
+typecheck: install
+	$(BIN)/mypy
+
+pytest: install
+	$(BIN)/python -m pytest
+
+test: lint typecheck pytest
+
+bench: install
+	$(BIN)/python bench/ingest.py
+
+clean:
+	rm -rf .ragcycle .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,52 @@
+"""The errors ragcycle raises.
+
+One root, a few shallow branches; library errors (pypdf, chromadb, mlflow, HTTP) are mapped to
+these at the boundary so callers never need to import a backend to catch a failure::
+
+    RagcycleError
+    ├── ConfigError          bad settings: the message says what to change
+    ├── DocumentError        one document cannot be read; recorded and skipped, never fatal to a run
+    ├── IndexStoreError      the vector store refused or failed an operation
+    ├── GenerationError      the LLM backend failed after its retries
+    └── DatasetError         a golden dataset or benchmark set cannot be used at all
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ConfigError",
+    "DatasetError",
+    "DocumentError",
+    "GenerationError",
+    "IndexStoreError",
+    "RagcycleError",
+]
+
+
+class RagcycleError(Exception):
+    """Root of every error ragcycle raises on purpose."""
+
+
+class ConfigError(RagcycleError):
+    """The configuration cannot work; the message names the setting to change."""
+
+
+class DocumentError(RagcycleError):
+    """A single document cannot be ingested (corrupt, encrypted, empty, undecodable)."""
+
+    def __init__(self, reason: str, *, status: str = "failed") -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.status = status
+
+
+class IndexStoreError(RagcycleError):
+    """The vector store failed an operation."""
+
+
+class GenerationError(RagcycleError):
+    """The generation backend failed after its retries."""
+
+
+class DatasetError(RagcycleError):
+    """A dataset cannot be used at all (missing file, wrong format)."""

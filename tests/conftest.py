@@ -1,0 +1,86 @@
+"""Shared fixtures: an isolated environment, the real model loaded once, real stores per test."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ragcycle.runtime import configure_environment
+from ragcycle.settings import Settings, load_settings
+
+REPO = Path(__file__).resolve().parent.parent
+SAMPLES = REPO / "samples" / "corpus"
+SHARED = REPO.parent / "shared"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Point Prefect, MLflow and HF at a throw-away home before any test imports them."""
+    home = Path(tempfile.mkdtemp(prefix="ragcycle-tests-"))
+    config.stash[_HOME] = home
+    configure_environment(load_settings(data_dir=home, progress=False), override=True)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    home = config.stash.get(_HOME, None)
+    if home is not None:
+        shutil.rmtree(home, ignore_errors=True)
+
+
+_HOME = pytest.StashKey[Path]()
+
+
+def make_settings(data_dir: Path, **overrides: Any) -> Settings:
+    """Settings built by keyword for one test; never read from the developer's ragcycle.toml."""
+    return load_settings(config_file=None, data_dir=data_dir, progress=False, **overrides)
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return make_settings(tmp_path / "data")
+
+
+@pytest.fixture(scope="session")
+def embedder() -> Any:
+    """The real bundled model, loaded once per test session."""
+    from tasks.embedding import embedder_from_settings
+
+    real = embedder_from_settings(make_settings(Path(tempfile.gettempdir())))
+    real.embed(["warm up"])
+    return real
+
+
+@pytest.fixture(scope="session")
+def prefect_harness() -> Iterator[None]:
+    """A temporary Prefect database for flow tests (one per session: it takes seconds to start)."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+@pytest.fixture
+def sample_corpus(tmp_path: Path) -> Path:
+    """A writable copy of the repository's sample corpus."""
+    target = tmp_path / "corpus"
+    shutil.copytree(SAMPLES, target)
+    return target
+
+
+def shared_path(*parts: str) -> Path:
+    """A path under ../shared/, or a skip saying why the test cannot run here."""
+    path = SHARED.joinpath(*parts)
+    if not path.exists():
+        pytest.skip(f"{path} is absent: ../shared/ is only beside CI and team checkouts")
+    return path
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])

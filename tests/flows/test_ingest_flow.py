@@ -1,0 +1,143 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from flows.ingest import IngestRequest, ingest
+from ragcycle.cli import app
+from tasks.indexing import open_index
+from tests.conftest import make_settings
+
+pytestmark = pytest.mark.usefixtures("prefect_harness")
+
+INDEXED = {
+    "pdfs/state_of_the_union_2024.pdf",
+    "pdfs/dmca_summary.pdf",
+    "pdfs/zen_of_python.pdf",
+    "markdown/fastapi-background-tasks.md",
+    "markdown/fastapi-cors.md",
+    "markdown/fastapi-debugging.md",
+    "html/fastapi-handling-errors.html",
+}
+NOT_INDEXED = {
+    "pdfs/password_protected.pdf": "needs a password",
+    "pdfs/malformed_no_startxref.pdf": "corrupt PDF",
+    "pdfs/scanned_no_text.pdf": "no text layer",
+}
+
+
+def run(corpus: Path, data: Path, **request: Any) -> dict[str, Any]:
+    return ingest(
+        IngestRequest(
+            paths=[str(corpus)], overrides={"data_dir": str(data), "progress": False}, **request
+        )
+    )
+
+
+def test_ingest_reports_and_is_idempotent(
+    sample_corpus: Path, tmp_path: Path, embedder: Any
+) -> None:
+    data = tmp_path / "data"
+    first = run(sample_corpus, data)
+    assert first["documents"] == {"new": 7, "changed": 0, "unchanged": 0, "removed": 0, "failed": 3}
+    failed = {item["doc_id"]: item["reason"] for item in first["failed"]}
+    assert set(failed) == set(NOT_INDEXED)
+    for doc_id, fragment in NOT_INDEXED.items():
+        assert fragment in failed[doc_id]
+    index = open_index(make_settings(data))
+    assert first["chunks"]["written"] == first["chunks"]["total"] == index.count()
+    states = index.document_states()
+    assert set(states) == INDEXED
+    pdf = index.collection.get(where={"doc_id": "pdfs/state_of_the_union_2024.pdf"})
+    pages = {meta["page_start"] for meta in pdf["metadatas"] or []}
+    assert min(pages) == 1 and max(pages) >= 20
+    assert set(first["stage_seconds"]) >= {"load", "chunk", "embed", "index"}
+
+    second = run(sample_corpus, data)
+    assert second["documents"]["unchanged"] == 7
+    assert second["chunks"] == {"written": 0, "deleted": 0, "embedded": 0, "total": index.count()}
+    assert sorted(index.collection.get()["ids"]) == sorted(
+        chunk for state in states.values() for chunk in state.chunk_ids
+    )
+
+
+def test_changed_and_deleted_files(sample_corpus: Path, tmp_path: Path, embedder: Any) -> None:
+    data = tmp_path / "data"
+    run(sample_corpus, data)
+    index = open_index(make_settings(data))
+    before = index.document_states()
+    cors = sample_corpus / "markdown" / "fastapi-cors.md"
+    cors.write_text(
+        cors.read_text() + "\n\n## Added section\n\nA brand new paragraph on origins.\n"
+    )
+    (sample_corpus / "markdown" / "fastapi-debugging.md").unlink()
+
+    report = run(sample_corpus, data)
+    assert report["documents"]["changed"] == 1
+    assert report["documents"]["removed"] == 1
+    # Unchanged text inside the changed file comes from the embedding cache.
+    assert 0 < report["chunks"]["embedded"] < report["chunks"]["written"]
+    after = index.document_states()
+    assert "markdown/fastapi-debugging.md" not in after
+    assert (
+        not after["markdown/fastapi-cors.md"].chunk_ids
+        & before["markdown/fastapi-cors.md"].chunk_ids
+    )
+    assert after["pdfs/zen_of_python.pdf"].chunk_ids == before["pdfs/zen_of_python.pdf"].chunk_ids
+    assert index.count() == sum(len(state.chunk_ids) for state in after.values())
+
+
+def test_a_file_that_turns_bad_keeps_its_old_chunks(
+    sample_corpus: Path, tmp_path: Path, embedder: Any
+) -> None:
+    data = tmp_path / "data"
+    run(sample_corpus, data)
+    index = open_index(make_settings(data))
+    zen = sample_corpus / "pdfs" / "zen_of_python.pdf"
+    kept = index.document_states()["pdfs/zen_of_python.pdf"].chunk_ids
+    zen.write_bytes(zen.read_bytes()[:300])
+    report = run(sample_corpus, data)
+    assert "pdfs/zen_of_python.pdf" in {item["doc_id"] for item in report["failed"]}
+    assert index.document_states()["pdfs/zen_of_python.pdf"].chunk_ids == kept
+
+
+def test_cli_json_output(sample_corpus: Path, tmp_path: Path, embedder: Any) -> None:
+    config = tmp_path / "ragcycle.toml"
+    config.write_text(f'data_dir = "{tmp_path / "data"}"\n[chroma]\ncollection = "cli-test"\n')
+    result = CliRunner().invoke(
+        app, ["ingest", str(sample_corpus / "markdown"), "--json", "-c", str(config)]
+    )
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["collection"] == "cli-test"
+    assert report["documents"]["new"] == 3
+    assert set(report) >= {"documents", "chunks", "failed", "collection", "seconds"}
+
+
+def test_cli_rejects_missing_paths(tmp_path: Path) -> None:
+    result = CliRunner().invoke(app, ["ingest", str(tmp_path / "nope")])
+    assert result.exit_code != 0
+    assert "no such file or directory" in result.output
+
+
+def test_report_is_a_prefect_artifact(sample_corpus: Path, tmp_path: Path, embedder: Any) -> None:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    run(sample_corpus / "markdown", tmp_path / "data", collection="artifact-test")
+
+    async def latest() -> str:
+        async with get_client() as client:
+            artifacts = await client.read_artifacts(
+                artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["ingest-artifact-test"]))
+            )
+            return str(artifacts[-1].data)
+
+    import anyio
+
+    markdown = anyio.run(latest)
+    assert "artifact-test" in markdown and "| new | 3 |" in markdown

@@ -1,0 +1,146 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ragcycle.errors import ConfigError
+from ragcycle.settings import ChunkingSettings, Settings
+from tasks.chunking import chunk_documents, flatten_chunks
+from tasks.indexing import open_index, plan_ingest, remove_documents, write_documents
+from tasks.loading import discover_sources, load_documents
+from tests.fakes import HashEmbedder
+
+
+def ingest_once(settings: Settings, folder: Path, embedder: HashEmbedder) -> tuple[int, int]:
+    """A bare ingest with the real loaders, chunker and Chroma; only the vectors are fake."""
+    index = open_index(settings)
+    chunking = settings.chunking.config_hash()
+    sources = discover_sources([folder], settings.ingest.extensions)
+    states = index.document_states()
+    plan = plan_ingest(sources, states, chunking, [str(folder)])
+    documents, _ = load_documents(plan.to_load)
+    chunks = chunk_documents(documents, settings.chunking)
+    vectors = embedder.embed([c.text for c in flatten_chunks(documents, chunks)])
+    result = write_documents(index, documents, chunks, vectors, states, chunking)
+    removed = remove_documents(index, plan.removed, states)
+    return result.written, result.deleted + removed
+
+
+def write_corpus(folder: Path) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in ("a", "b", "c"):
+        (folder / f"{name}.md").write_text(f"# {name}\n\n" + f"Paragraph about {name}. " * 80)
+
+
+def test_plan_sorts_new_changed_unchanged_and_removed(settings: Settings, tmp_path: Path) -> None:
+    folder = tmp_path / "docs"
+    write_corpus(folder)
+    fake = HashEmbedder()
+    written, deleted = ingest_once(settings, folder, fake)
+    assert written > 3 and deleted == 0
+    index = open_index(settings)
+    total = index.count()
+    assert total == written
+
+    (folder / "a.md").write_text("# a\n\nRewritten. " * 30)
+    (folder / "c.md").unlink()
+    (folder / "d.md").write_text("# d\n\nBrand new document with enough words to index.")
+    states = index.document_states()
+    plan = plan_ingest(
+        discover_sources([folder], [".md"]), states, settings.chunking.config_hash(), [str(folder)]
+    )
+    assert [s.doc_id for s in plan.new] == ["d.md"]
+    assert [s.doc_id for s in plan.changed] == ["a.md"]
+    assert plan.unchanged == ["b.md"]
+    assert plan.removed == ["c.md"]
+
+    ingest_once(settings, folder, fake)
+    states = index.document_states()
+    assert set(states) == {"a.md", "b.md", "d.md"}
+    assert all(len(state.chunks_by_hash) == 1 for state in states.values())
+
+
+def test_rerun_writes_nothing(settings: Settings, tmp_path: Path) -> None:
+    folder = tmp_path / "docs"
+    write_corpus(folder)
+    fake = HashEmbedder()
+    ingest_once(settings, folder, fake)
+    before = sorted(open_index(settings).collection.get()["ids"])
+    embedded = fake.embedded
+    assert ingest_once(settings, folder, fake) == (0, 0)
+    assert fake.embedded == embedded
+    assert sorted(open_index(settings).collection.get()["ids"]) == before
+
+
+def test_half_written_document_is_redone(settings: Settings, tmp_path: Path) -> None:
+    """A crash between upserts leaves part of a document: the next plan must not trust it."""
+    folder = tmp_path / "docs"
+    write_corpus(folder)
+    ingest_once(settings, folder, HashEmbedder())
+    index = open_index(settings)
+    ids_of_b = sorted(index.document_states()["b.md"].chunk_ids)
+    index.delete(ids_of_b[:1])
+    plan = plan_ingest(
+        discover_sources([folder], [".md"]),
+        index.document_states(),
+        settings.chunking.config_hash(),
+    )
+    assert [s.doc_id for s in plan.changed] == ["b.md"]
+    ingest_once(settings, folder, HashEmbedder())
+    assert sorted(index.document_states()["b.md"].chunk_ids) == ids_of_b
+
+
+def test_new_chunking_replaces_old_chunks(tmp_path: Path, settings: Settings) -> None:
+    folder = tmp_path / "docs"
+    write_corpus(folder)
+    ingest_once(settings, folder, HashEmbedder())
+    rechunked = settings.model_copy(update={"chunking": ChunkingSettings(size=300, overlap=0)})
+    written, deleted = ingest_once(rechunked, folder, HashEmbedder())
+    states = open_index(settings).document_states()
+    assert deleted > 0 and written > 0
+    assert all(state.chunking == {rechunked.chunking.config_hash()} for state in states.values())
+
+
+def test_only_directories_ingested_whole_are_pruned(settings: Settings, tmp_path: Path) -> None:
+    folder = tmp_path / "docs"
+    write_corpus(folder)
+    ingest_once(settings, folder, HashEmbedder())
+    states = open_index(settings).document_states()
+    plan = plan_ingest([], states, settings.chunking.config_hash(), prune_roots=[])
+    assert plan.removed == []
+    plan = plan_ingest([], states, settings.chunking.config_hash(), prune_roots=[str(folder)])
+    assert plan.removed == ["a.md", "b.md", "c.md"]
+
+
+def test_query_returns_cosine_scores_and_filters(settings: Settings, tmp_path: Path) -> None:
+    folder = tmp_path / "docs"
+    write_corpus(folder)
+    fake = HashEmbedder()
+    ingest_once(settings, folder, fake)
+    index = open_index(settings)
+    stored = index.collection.get(include=["documents", "embeddings", "metadatas"], limit=1)
+    vector = np.asarray(stored["embeddings"][0])
+    hits = index.query(vector, k=3)
+    assert hits[0].chunk_id == stored["ids"][0]
+    assert hits[0].score == pytest.approx(1.0, abs=1e-4)
+    assert hits[0].score >= hits[1].score >= hits[2].score
+    only_c = index.query(vector, k=3, where={"doc_id": "c.md"})
+    assert only_c and all(hit.doc_id == "c.md" for hit in only_c)
+
+
+def test_collection_refuses_vectors_of_another_model(settings: Settings) -> None:
+    open_index(settings)
+    other = settings.model_copy(
+        update={"embedding": settings.embedding.model_copy(update={"model_name": "other-model"})}
+    )
+    with pytest.raises(ConfigError, match="holds vectors of"):
+        open_index(other)
+
+
+def test_collection_uses_high_recall_hnsw(settings: Settings) -> None:
+    config = open_index(settings).collection.configuration
+    hnsw = config["hnsw"]
+    assert hnsw is not None
+    assert (hnsw["space"], hnsw["ef_search"], hnsw["max_neighbors"]) == ("cosine", 400, 32)
