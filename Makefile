@@ -21,8 +21,8 @@ demo: install
 	$(BIN)/ragcycle demo
 
 lint: install
-	$(BIN)/ruff check flows tasks ragcycle tests bench
-	$(BIN)/ruff format --check flows tasks ragcycle tests bench
+	$(BIN)/ruff check flows tasks ragcycle tests bench scripts
+	$(BIN)/ruff format --check flows tasks ragcycle tests bench scripts
 
 typecheck: install
 	$(BIN)/mypy

@@ -129,7 +129,7 @@ class IngestSettings(BaseModel):
     batch_documents: int = Field(16, ge=1, description="documents per Prefect task run")
     prune: bool = Field(True, description="remove chunks of files deleted from a directory source")
     min_pdf_chars_per_page: int = Field(
-        16,
+        1,
         ge=0,
         description="PDFs averaging fewer extracted characters per page have no usable text layer",
     )

@@ -112,7 +112,6 @@ class VectorIndex(Protocol):
 def open_chroma_client(settings: Settings) -> ClientAPI:
     """A Chroma client: HTTP when ``chroma.url`` is set, else embedded under the data dir."""
     import chromadb
-
     from chromadb.config import Settings as ChromaClientSettings
 
     chroma_settings = ChromaClientSettings(anonymized_telemetry=False, allow_reset=False)

@@ -84,3 +84,25 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def chroma_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real ``chroma run`` on a free local port; yields its URL."""
+    from tests.servers import executable, running
+
+    port = free_port()
+    folder = tmp_path_factory.mktemp("chroma-server")
+    command = [
+        executable("chroma"),
+        "run",
+        "--path",
+        str(folder / "data"),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+    ]
+    url = f"http://127.0.0.1:{port}"
+    with running(command, f"{url}/api/v2/heartbeat", log=folder / "chroma.log", timeout=60):
+        yield url
