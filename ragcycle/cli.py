@@ -30,6 +30,8 @@ app = typer.Typer(
 )
 config_app = typer.Typer(help="Inspect the effective configuration.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
+benchmark_app = typer.Typer(help="Standard retrieval benchmarks.", no_args_is_help=True)
+app.add_typer(benchmark_app, name="benchmark")
 
 ConfigOption = Annotated[
     Path | None,
@@ -154,6 +156,155 @@ def _print_ingest_report(report: dict[str, Any]) -> None:
         for item in report["failed"]:
             table.add_row(item["doc_id"], item["status"], item["reason"])
         console.print(table)
+
+
+@app.command()
+def ask(
+    question: Annotated[str, typer.Argument(help="The question to answer.")],
+    k: Annotated[int | None, typer.Option("--k", "-k", help="Chunks to retrieve.")] = None,
+    where: Annotated[
+        str | None,
+        typer.Option(help='Chroma metadata filter as JSON, e.g. \'{"format": "pdf"}\'.'),
+    ] = None,
+    collection: Annotated[str | None, typer.Option(help="Collection to ask.")] = None,
+    config: ConfigOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Answer a question from the index, citing file, page and score of each source.
+
+    Runs in-process (no Prefect round trip) and appends the question to the query log the
+    monitor reads.
+    """
+    settings = _settings(config)
+    try:
+        filter_ = json.loads(where) if where else None
+    except json.JSONDecodeError as exc:
+        raise typer.BadParameter(f"--where is not valid JSON: {exc}") from None
+    from flows.ask import Asker
+
+    try:
+        result = Asker(settings, collection).ask(question, k, filter_).as_dict()
+    except RagcycleError as exc:
+        raise _fail(exc) from None
+    if as_json:
+        typer.echo(
+            json.dumps({key: result[key] for key in ("answer", "sources", "latency_ms", "tokens")})
+        )
+        return
+    console.print(result["answer"])
+    for number, source in enumerate(result["sources"], start=1):
+        page = f", page {source['page']}" if source["page"] else ""
+        console.print(f"  [{number}] {source['source']}{page} (score {source['score']:.3f})")
+    latency = result["latency_ms"]
+    console.print(
+        f"[dim]{latency['total']:.0f} ms (retrieve {latency['retrieve']:.0f}, generate"
+        f" {latency['generate']:.0f}); tokens {result['tokens']}; {result['prompt']}[/dim]"
+    )
+
+
+@app.command("eval")
+def eval_(
+    dataset: Annotated[
+        Path, typer.Argument(help="Golden JSONL dataset.", exists=True, dir_okay=False)
+    ],
+    k: Annotated[int | None, typer.Option("--k", "-k", help="Chunks per question.")] = None,
+    repeats: Annotated[
+        int | None, typer.Option(help="Answer each question N times (sampling backends).")
+    ] = None,
+    collection: Annotated[str | None, typer.Option(help="Collection to evaluate.")] = None,
+    config: ConfigOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Evaluate the index on a golden dataset; one MLflow run per evaluation.
+
+    Each JSONL line: `{"question", "expected_answer" (null: not answerable), "expected_sources",
+    "pages"}`. Scores retrieval (hit rate, recall, precision, MRR, nDCG at k), answers
+    (F1, similarity, faithfulness, relevance, no-answer behaviour), guardrails, latency and cost.
+    """
+    _settings(config, progress=not as_json)
+    from flows.evaluate import EvaluateRequest, evaluate
+
+    request = EvaluateRequest(
+        dataset=str(dataset),
+        k=k,
+        repeats=repeats,
+        collection=collection,
+        config_file=str(config) if config else None,
+    )
+    try:
+        result = evaluate(request)
+    except RagcycleError as exc:
+        raise _fail(exc) from None
+    if as_json:
+        keys = ("run_id", "experiment", "metrics", "questions", "failed_rows")
+        typer.echo(json.dumps({key: result[key] for key in keys}, default=_json_number))
+        return
+    table = Table(
+        "metric", "value", "95% CI", title=f"{result['experiment']} (run {result['run_id']})"
+    )
+    for name, value in result["metrics"].items():
+        low, high = result["ci"].get(name, (None, None))
+        interval = f"[{low:.3f}, {high:.3f}]" if low is not None and low == low else ""
+        table.add_row(name, f"{value:.4f}", interval)
+    console.print(table)
+    for row in result["failed_rows"]:
+        err_console.print(f"[yellow]line {row['line']}[/yellow]: {row['error']}")
+
+
+@benchmark_app.command("beir")
+def benchmark_beir(
+    folder: Annotated[
+        Path,
+        typer.Argument(
+            help="BEIR folder: corpus.jsonl, queries.jsonl, qrels/<split>.tsv.",
+            exists=True,
+            file_okay=False,
+        ),
+    ],
+    split: Annotated[str, typer.Option(help="qrels split to score.")] = "test",
+    k: Annotated[int, typer.Option("--k", "-k", help="Cut-off of the metrics.")] = 10,
+    chunk: Annotated[
+        bool,
+        typer.Option(help="Chunk documents with the configured chunker instead of whole rows."),
+    ] = False,
+    config: ConfigOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Score retrieval on a BEIR set (nDCG, recall, MRR at k), logged to MLflow.
+
+    Mirrors MTEB (one chunk per document, `title + " " + text`, exact-recall HNSW) so the
+    embedding model's published numbers are reproducible; the corpus gets its own collection
+    and is embedded once (re-runs reuse it).
+    """
+    settings = _settings(config, progress=not as_json)
+    from flows.benchmark import BeirRequest
+    from flows.benchmark import benchmark_beir as beir_flow
+
+    request = BeirRequest(
+        folder=str(folder),
+        split=split,
+        k=k,
+        chunking=settings.chunking.model_dump() if chunk else None,
+        config_file=str(config) if config else None,
+    )
+    try:
+        result = beir_flow(request)
+    except RagcycleError as exc:
+        raise _fail(exc) from None
+    if as_json:
+        typer.echo(json.dumps(result, default=_json_number))
+        return
+    table = Table("metric", "value", title=f"{folder.name}/{split}: {result['queries']} queries")
+    for name, value in result["metrics"].items():
+        table.add_row(name, f"{value:.5f}")
+    console.print(table)
+    console.print(
+        f"{result['docs']} documents, {result['seconds']:.1f} s, MLflow run {result['run_id']}"
+    )
+
+
+def _json_number(value: Any) -> Any:
+    return None if isinstance(value, float) else str(value)
 
 
 SAMPLE_CORPUS = Path(__file__).resolve().parent.parent / "samples" / "corpus"

@@ -26,6 +26,10 @@ _OFFLINE_DEFAULTS: Mapping[str, str] = {
     "ANONYMIZED_TELEMETRY": "False",
     "TOKENIZERS_PARALLELISM": "false",
     "PREFECT_UI_ENABLED": "true",
+    # Traces written synchronously: async export exhausts SQLite's connection pool under
+    # mlflow.genai.evaluate, and feedback logged right after a call needs its trace to exist.
+    "MLFLOW_ENABLE_ASYNC_TRACE_LOGGING": "false",
+    "MLFLOW_GENAI_EVAL_MAX_WORKERS": "4",
     # A git repo may be absent (a user's wheel install): MLflow should not warn about it.
     "GIT_PYTHON_REFRESH": "quiet",
 }

@@ -27,9 +27,13 @@ __all__ = [
     "ChromaSettings",
     "ChunkingSettings",
     "EmbeddingSettings",
+    "EvaluationSettings",
+    "GenerationSettings",
     "IngestSettings",
     "MlflowSettings",
     "PrefectSettings",
+    "Price",
+    "RetrievalSettings",
     "Settings",
     "load_settings",
 ]
@@ -99,8 +103,10 @@ class EmbeddingSettings(BaseModel):
 class ChunkingSettings(BaseModel):
     """How documents are cut into chunks; the hash of this group is stored on every chunk."""
 
-    strategy: Literal["recursive", "fixed"] = Field(
-        "recursive", description="recursive: headings > paragraphs > sentences; fixed: windows"
+    strategy: Literal["recursive", "fixed", "whole"] = Field(
+        "recursive",
+        description="recursive: headings > paragraphs > sentences; fixed: windows;"
+        " whole: one chunk per document (benchmarks)",
     )
     size: int = Field(800, ge=50, description="maximum chunk length in characters")
     overlap: int = Field(120, ge=0, description="characters shared by neighbouring chunks")
@@ -138,6 +144,64 @@ class IngestSettings(BaseModel):
     )
 
 
+class RetrievalSettings(BaseModel):
+    """How many chunks a question gets, and how many more are fetched for document ranking."""
+
+    k: int = Field(5, ge=1, description="chunks (and documents, for metrics) per question")
+    fetch_multiplier: int = Field(
+        3, ge=1, description="chunks fetched per wanted document when ranking documents"
+    )
+
+
+class GenerationSettings(BaseModel):
+    """The answer backend: offline extractive by default, or any OpenAI-compatible endpoint."""
+
+    backend: Literal["extractive", "openai"] = "extractive"
+    prompt_name: str = Field("ragcycle-answer", description="MLflow prompt registry name")
+    prompt_version: str | None = Field(
+        None, description='version number or alias; default: alias "production", else latest'
+    )
+    min_score: float = Field(
+        0.3, description="best retrieval score below which the answer is 'I don't know'"
+    )
+    max_sentences: int = Field(3, ge=1, description="extractive: sentences in an answer")
+    base_url: str = Field("http://127.0.0.1:11434/v1", description="openai: API base URL")
+    model: str = Field("llama3.1", description="openai: model name")
+    api_key: SecretStr | None = Field(None, description="openai: key (env, never logged)")
+    api_key_secret_block: str | None = Field(
+        None, description="openai: name of a Prefect Secret block holding the key"
+    )
+    timeout_seconds: float = Field(60.0, gt=0)
+    max_retries: int = Field(4, ge=0, description="retries on 429, 5xx and timeouts")
+    temperature: float = Field(0.0, ge=0)
+    max_tokens: int = Field(512, ge=1)
+
+
+class Price(BaseModel):
+    """USD per million tokens."""
+
+    prompt: float = Field(0.0, ge=0)
+    completion: float = Field(0.0, ge=0)
+
+
+class EvaluationSettings(BaseModel):
+    """Golden-set evaluation: variance, guardrails and cost."""
+
+    repeats: int = Field(1, ge=1, description="answer every question N times (sampling backends)")
+    bootstrap_samples: int = Field(1000, ge=100)
+    confidence: float = Field(0.95, gt=0, lt=1)
+    seed: int = Field(0, description="seed of the bootstrap: results are reproducible")
+    toxicity_threshold: float = Field(0.5, ge=0, le=1)
+    mlflow_genai: bool = Field(
+        True, description="also record rows with mlflow.genai.evaluate (evaluation views, traces)"
+    )
+    judge: bool = Field(False, description="LLM-as-judge metrics (needs the openai backend)")
+    prices: dict[str, Price] = Field(
+        default_factory=lambda: {"extractive": Price()},
+        description="per model name; unknown models cost 0 and are flagged",
+    )
+
+
 class MlflowSettings(BaseModel):
     """Experiment tracking; a SQLite store under the data dir unless a tracking URI is given."""
 
@@ -171,6 +235,9 @@ class Settings(BaseSettings):
     embedding: EmbeddingSettings = EmbeddingSettings()
     chunking: ChunkingSettings = ChunkingSettings()
     ingest: IngestSettings = IngestSettings()
+    retrieval: RetrievalSettings = RetrievalSettings()
+    generation: GenerationSettings = GenerationSettings()
+    evaluation: EvaluationSettings = EvaluationSettings()
     mlflow: MlflowSettings = MlflowSettings()
     prefect: PrefectSettings = PrefectSettings()
 

@@ -193,7 +193,9 @@ def chunk_document(document: Document, settings: ChunkingSettings) -> list[Chunk
         offset += len(page.text) + len(PAGE_SEPARATOR)
     text = PAGE_SEPARATOR.join(parts)
     page_numbers = [page.number for page in document.pages]
-    if settings.strategy == "fixed":
+    if settings.strategy == "whole":
+        raw = [(0, len(text))]
+    elif settings.strategy == "fixed":
         raw = _fixed_windows(text, settings.size, settings.overlap)
     else:
         raw = _merge_recursive(

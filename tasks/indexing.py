@@ -108,6 +108,10 @@ class VectorIndex(Protocol):
         self, vector: np.ndarray, k: int, where: Mapping[str, Any] | None = None
     ) -> list[Hit]: ...
 
+    def query_many(
+        self, vectors: np.ndarray, k: int, where: Mapping[str, Any] | None = None
+    ) -> list[list[Hit]]: ...
+
 
 def open_chroma_client(settings: Settings) -> ClientAPI:
     """A Chroma client: HTTP when ``chroma.url`` is set, else embedded under the data dir."""
@@ -228,23 +232,35 @@ class ChromaIndex:
     def query(
         self, vector: np.ndarray, k: int, where: Mapping[str, Any] | None = None
     ) -> list[Hit]:
+        return self.query_many(np.asarray([vector]), k, where)[0]
+
+    def query_many(
+        self, vectors: np.ndarray, k: int, where: Mapping[str, Any] | None = None
+    ) -> list[list[Hit]]:
+        """Top-``k`` hits for each row of ``vectors``, in one round trip."""
+        if len(vectors) == 0:
+            return []
         try:
             result = self.collection.query(
-                query_embeddings=np.asarray([vector], dtype=np.float32),
+                query_embeddings=np.asarray(vectors, dtype=np.float32),
                 n_results=k,
                 where=dict(where) if where else None,
                 include=["documents", "metadatas", "distances"],
             )
         except Exception as exc:
             raise IndexStoreError(f"query on {self.name!r} failed: {exc}") from None
-        ids = result["ids"][0]
-        texts = (result["documents"] or [[]])[0]
-        metas = (result["metadatas"] or [[]])[0]
-        distances = (result["distances"] or [[]])[0]
-        return [
-            Hit(chunk_id=i, text=t or "", score=1.0 - float(d), metadata=m or {})
-            for i, t, m, d in zip(ids, texts, metas, distances, strict=True)
-        ]
+        rows: list[list[Hit]] = []
+        for row, ids in enumerate(result["ids"]):
+            texts = (result["documents"] or [])[row]
+            metas = (result["metadatas"] or [])[row]
+            distances = (result["distances"] or [])[row]
+            rows.append(
+                [
+                    Hit(chunk_id=i, text=t or "", score=1.0 - float(d), metadata=m or {})
+                    for i, t, m, d in zip(ids, texts, metas, distances, strict=True)
+                ]
+            )
+        return rows
 
 
 def open_index(
@@ -448,3 +464,17 @@ def plan_ingest_task(
 ) -> IngestPlan:
     """Prefect edge of :func:`plan_ingest`."""
     return plan_ingest(sources, states, chunking_hash, prune_roots)
+
+
+def stale_documents(
+    documents: Sequence[Document], states: Mapping[str, DocumentState], chunking_hash: str
+) -> list[Document]:
+    """The documents whose current content and chunking are not fully indexed yet."""
+    return [
+        document
+        for document in documents
+        if not (
+            document.doc_id in states
+            and states[document.doc_id].is_current(document.content_hash, chunking_hash)
+        )
+    ]

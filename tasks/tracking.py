@@ -6,10 +6,15 @@ artifacts, since an ingest is an operation on the index, not an experiment.
 
 from __future__ import annotations
 
+import json
+import sqlite3
+import subprocess
 import time
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 from prefect import task
@@ -18,7 +23,18 @@ from prefect.cache_policies import NO_CACHE
 
 from tasks.loading import Document, LoadFailure
 
-__all__ = ["IngestReport", "StageTimer", "ingest_report_markdown", "publish_ingest_report"]
+__all__ = [
+    "EvaluationRecord",
+    "IngestReport",
+    "QueryLog",
+    "StageTimer",
+    "ensure_experiment",
+    "git_sha",
+    "ingest_report_markdown",
+    "mlflow_client",
+    "prefect_run_tags",
+    "publish_ingest_report",
+]
 
 
 class StageTimer:
@@ -144,3 +160,246 @@ def publish_ingest_report(report: IngestReport) -> None:
 def _artifact_key(name: str) -> str:
     """Prefect artifact keys allow lowercase letters, digits and dashes only."""
     return "".join(c if c.isalnum() else "-" for c in name.lower()).strip("-") or "default"
+
+
+class QueryLog:
+    """Every answered question, appended to a SQLite file the monitor reads for query drift."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        with self._connect() as db:
+            db.execute(
+                "CREATE TABLE IF NOT EXISTS queries (id INTEGER PRIMARY KEY, at REAL NOT NULL,"
+                " collection TEXT, question TEXT NOT NULL, chunk_ids TEXT, scores TEXT,"
+                " best_score REAL, answer TEXT, abstained INTEGER, latency_ms TEXT,"
+                " prompt_tokens INTEGER, completion_tokens INTEGER, generator TEXT, prompt TEXT)"
+            )
+
+    def _connect(self) -> sqlite3.Connection:
+        return sqlite3.connect(self.path, timeout=30)
+
+    def append(self, record: dict[str, Any]) -> None:
+        row = (
+            time.time(),
+            record.get("collection"),
+            record["question"],
+            json.dumps(record.get("chunk_ids", [])),
+            json.dumps(record.get("scores", [])),
+            record.get("best_score"),
+            record.get("answer"),
+            int(bool(record.get("abstained"))),
+            json.dumps(record.get("latency_ms", {})),
+            record.get("prompt_tokens", 0),
+            record.get("completion_tokens", 0),
+            record.get("generator"),
+            record.get("prompt"),
+        )
+        with self._connect() as db:
+            db.execute(
+                "INSERT INTO queries (at, collection, question, chunk_ids, scores, best_score,"
+                " answer, abstained, latency_ms, prompt_tokens, completion_tokens, generator,"
+                " prompt) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                row,
+            )
+
+    def recent(self, limit: int = 1000, since: float | None = None) -> list[dict[str, Any]]:
+        """The newest ``limit`` queries (newest first), optionally only those after ``since``."""
+        with self._connect() as db:
+            db.row_factory = sqlite3.Row
+            rows = db.execute(
+                "SELECT * FROM queries WHERE at >= ? ORDER BY id DESC LIMIT ?",
+                (since or 0.0, limit),
+            ).fetchall()
+        records = []
+        for row in rows:
+            record = dict(row)
+            for key in ("chunk_ids", "scores", "latency_ms"):
+                record[key] = json.loads(record[key] or "null")
+            records.append(record)
+        return records
+
+
+def mlflow_client(tracking_uri: str) -> Any:
+    """Point MLflow at ``tracking_uri`` and return a client for it."""
+    import mlflow
+    from mlflow import MlflowClient
+
+    mlflow.set_tracking_uri(tracking_uri)
+    return MlflowClient(tracking_uri=tracking_uri)
+
+
+def ensure_experiment(name: str, artifact_location: str, tracking_uri: str) -> str:
+    """The experiment's id, created with artifacts under ``artifact_location`` if new."""
+    client = mlflow_client(tracking_uri)
+    experiment = client.get_experiment_by_name(name)
+    if experiment is not None:
+        return str(experiment.experiment_id)
+    location = artifact_location.rstrip("/") + "/" + name if artifact_location else None
+    return str(client.create_experiment(name, artifact_location=location))
+
+
+def git_sha(repo: Path | None = None) -> str:
+    """The checkout's commit, or "unknown" outside git (a wheel install)."""
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=repo or Path(__file__).resolve().parent.parent,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return out.stdout.strip() if out.returncode == 0 else "unknown"
+
+
+def prefect_run_tags() -> dict[str, str]:
+    """Tags linking an MLflow run to the Prefect flow run it belongs to, if any."""
+    from prefect.context import FlowRunContext
+
+    context = FlowRunContext.get()
+    if context is None or context.flow_run is None:
+        return {}
+    return {
+        "prefect.flow_run_id": str(context.flow_run.id),
+        "prefect.flow_run_name": str(context.flow_run.name),
+        "prefect.flow_name": context.flow.name if context.flow else "",
+    }
+
+
+@dataclass
+class EvaluationRecord:
+    """Everything one evaluation run logs to MLflow."""
+
+    experiment: str
+    run_name: str
+    params: dict[str, Any]
+    metrics: dict[str, float]
+    ci: dict[str, tuple[float, float]]
+    rows: list[dict[str, Any]]
+    dataset_rows: list[dict[str, Any]]
+    dataset_source: str
+    dataset_name: str
+    report: dict[str, Any]
+    tags: dict[str, str] = field(default_factory=dict)
+
+
+def _finite(value: float) -> bool:
+    return value == value and value not in (float("inf"), float("-inf"))
+
+
+def log_evaluation(
+    record: EvaluationRecord,
+    *,
+    tracking_uri: str,
+    artifact_location: str,
+    genai_scorers: list[str] | None = None,
+) -> str:
+    """One MLflow run: params, metrics (+ CI bounds), the per-question table, the dataset as an
+    input, the JSON report, tags; optionally the rows through ``mlflow.genai.evaluate`` so they
+    show in MLflow's evaluation views with a trace each. Returns the run id."""
+    import mlflow
+    import pandas as pd
+
+    experiment_id = ensure_experiment(record.experiment, artifact_location, tracking_uri)
+    metrics = {k: v for k, v in record.metrics.items() if _finite(v)}
+    for name, (low, high) in record.ci.items():
+        if _finite(low) and _finite(high):
+            metrics[f"{name}_ci_low"] = low
+            metrics[f"{name}_ci_high"] = high
+    with mlflow.start_run(experiment_id=experiment_id, run_name=record.run_name) as run:
+        mlflow.set_tags({**record.tags, **prefect_run_tags(), "git_sha": git_sha()})
+        mlflow.log_params({k: str(v)[:6000] for k, v in record.params.items()})
+        mlflow.log_metrics(metrics)
+        table = pd.DataFrame([_table_row(row) for row in record.rows])
+        mlflow.log_table(data=table, artifact_file="eval_questions.json")
+        with warnings.catch_warnings():
+            # A local path matches two equivalent source types; MLflow picks one and says so.
+            warnings.simplefilter("ignore", UserWarning)
+            dataset = mlflow.data.from_pandas(  # type: ignore[attr-defined]
+                pd.DataFrame(record.dataset_rows),
+                source=record.dataset_source,
+                name=record.dataset_name,
+            )
+        mlflow.log_input(dataset, context="evaluation")
+        mlflow.log_dict(record.report, "eval_report.json")
+        if genai_scorers:
+            _genai_evaluate(record.rows, genai_scorers)
+        return str(run.info.run_id)
+
+
+def _table_row(row: dict[str, Any]) -> dict[str, Any]:
+    return {
+        key: (json.dumps(value) if isinstance(value, list | dict) else value)
+        for key, value in row.items()
+    }
+
+
+def _genai_evaluate(rows: list[dict[str, Any]], names: list[str]) -> None:
+    """Record rows with MLflow's GenAI evaluation; scorers read the scores computed already."""
+    import mlflow
+    from mlflow.genai.scorers import scorer
+
+    def make(name: str) -> Any:
+        def read(outputs: dict[str, Any]) -> float | None:
+            value = outputs.get("scores", {}).get(name)
+            return None if value is None or value != value else float(value)
+
+        return scorer(name=name)(read)
+
+    data = [
+        {
+            "inputs": {"question": row["question"]},
+            "outputs": {
+                "answer": row["answer"],
+                "sources": row["sources"],
+                "scores": {name: row.get(name) for name in names},
+            },
+            "expectations": {
+                "expected_answer": row["expected_answer"] or "",
+                "expected_sources": row["expected_sources"],
+            },
+        }
+        for row in rows
+    ]
+    mlflow.genai.evaluate(data=data, scorers=[make(name) for name in names])
+
+
+def evaluation_markdown(
+    title: str, metrics: dict[str, float], ci: dict[str, tuple[float, float]]
+) -> str:
+    """Metrics with their confidence intervals as a Markdown table, for a Prefect artifact."""
+    lines = [f"# {title}", "", "| metric | value | 95% CI |", "|---|---:|---|"]
+    for name, value in metrics.items():
+        low, high = ci.get(name, (float("nan"), float("nan")))
+        interval = f"[{low:.3f}, {high:.3f}]" if _finite(low) else ""
+        lines.append(f"| {name} | {value:.4f} | {interval} |")
+    return "\n".join(lines) + "\n"
+
+
+@task(name="log-evaluation", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[2, 10])
+def log_evaluation_task(
+    record: EvaluationRecord,
+    tracking_uri: str,
+    artifact_location: str,
+    genai_scorers: list[str] | None = None,
+) -> str:
+    """Prefect edge of :func:`log_evaluation`; retried since a tracking server can blip."""
+    return log_evaluation(
+        record,
+        tracking_uri=tracking_uri,
+        artifact_location=artifact_location,
+        genai_scorers=genai_scorers,
+    )
+
+
+@task(name="publish-evaluation", cache_policy=NO_CACHE)
+def publish_evaluation(
+    key: str, title: str, metrics: dict[str, float], ci: dict[str, tuple[float, float]]
+) -> None:
+    """The metrics table as a Markdown artifact on the flow run."""
+    create_markdown_artifact(
+        key=_artifact_key(key), markdown=evaluation_markdown(title, metrics, ci), description=title
+    )

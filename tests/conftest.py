@@ -106,3 +106,44 @@ def chroma_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     url = f"http://127.0.0.1:{port}"
     with running(command, f"{url}/api/v2/heartbeat", log=folder / "chroma.log", timeout=60):
         yield url
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real ``mlflow server`` (SQLite backend, served artifacts) on a free local port."""
+    from tests.servers import executable, running
+
+    port = free_port()
+    folder = tmp_path_factory.mktemp("mlflow-server")
+    command = [
+        executable("mlflow"),
+        "server",
+        "--backend-store-uri",
+        f"sqlite:///{folder / 'mlflow.db'}",
+        "--artifacts-destination",
+        str(folder / "artifacts"),
+        "--serve-artifacts",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+    ]
+    url = f"http://127.0.0.1:{port}"
+    with running(command, f"{url}/health", log=folder / "mlflow.log", timeout=180):
+        yield url
+
+
+def shuffled_copy(settings: Settings, source: str, target: str, seed: int = 7) -> None:
+    """Copy a collection with its embeddings permuted: same texts, scrambled retrieval."""
+    import numpy as np
+
+    from tasks.indexing import open_index
+
+    original = open_index(settings, source, create=False)
+    data = original.collection.get(include=["embeddings", "documents", "metadatas"])
+    vectors = np.asarray(data["embeddings"])
+    permuted = vectors[np.random.default_rng(seed).permutation(len(vectors))]
+    damaged = open_index(settings, target)
+    damaged.upsert(data["ids"], permuted, data["documents"] or [], data["metadatas"] or [])  # type: ignore[arg-type]

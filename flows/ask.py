@@ -1,0 +1,122 @@
+"""Asking questions: retrieve, generate, log. A plain function for the CLI and services (no
+Prefect round trip on the hot path) and a Prefect flow for scheduled or remote use."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from prefect import flow
+from pydantic import BaseModel, Field
+
+from ragcycle.runtime import configure_environment
+from ragcycle.settings import Settings, load_settings
+from tasks.embedding import embedder_from_settings
+from tasks.generation import Answer, Generator, PromptTemplate, generator_from_settings, load_prompt
+from tasks.indexing import VectorIndex, open_index
+from tasks.retrieval import Retrieval, retrieve
+from tasks.tracking import QueryLog, mlflow_client
+
+__all__ = ["AskRequest", "Asker", "ask"]
+
+
+@dataclass
+class AskResult:
+    """An answer as ``ragcycle ask --json`` prints it."""
+
+    answer: str
+    sources: list[dict[str, Any]]
+    latency_ms: dict[str, float]
+    tokens: dict[str, int]
+    abstained: bool
+    prompt: str
+    generator: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class Asker:
+    """Holds the warm parts (model, index, prompt, backend) so each question costs milliseconds."""
+
+    def __init__(self, settings: Settings, collection: str | None = None) -> None:
+        self.settings = settings
+        mlflow_client(settings.mlflow_tracking_uri)
+        self.embedder = embedder_from_settings(settings)
+        self.index: VectorIndex = open_index(settings, collection, create=False)
+        self.generator: Generator = generator_from_settings(settings.generation, self.embedder)
+        self.prompt: PromptTemplate = load_prompt(
+            settings.generation.prompt_name, settings.generation.prompt_version
+        )
+        self.log = QueryLog(settings.data_dir / "query_log.sqlite")
+
+    def ask(
+        self, question: str, k: int | None = None, where: dict[str, Any] | None = None
+    ) -> AskResult:
+        k = k or self.settings.retrieval.k
+        retrieval = retrieve(question, self.index, self.embedder, k, where=where)
+        answer = self.generator.generate(
+            question, retrieval.top_chunks(k), self.prompt, retrieval.vector
+        )
+        result = _result(retrieval, answer)
+        self.log.append(_log_record(self.index.name, retrieval, answer, result))
+        return result
+
+
+def _result(retrieval: Retrieval, answer: Answer) -> AskResult:
+    retrieve_ms = retrieval.latency_ms["retrieve"]
+    return AskResult(
+        answer=answer.text,
+        sources=[{"source": s.source, "page": s.page, "score": s.score} for s in answer.sources],
+        latency_ms={
+            "retrieve": round(retrieve_ms, 2),
+            "generate": round(answer.generate_ms, 2),
+            "total": round(retrieve_ms + answer.generate_ms, 2),
+        },
+        tokens={"prompt": answer.prompt_tokens, "completion": answer.completion_tokens},
+        abstained=answer.abstained,
+        prompt=answer.prompt,
+        generator=answer.generator,
+    )
+
+
+def _log_record(
+    collection: str, retrieval: Retrieval, answer: Answer, result: AskResult
+) -> dict[str, Any]:
+    return {
+        "collection": collection,
+        "question": retrieval.question,
+        "chunk_ids": [hit.chunk_id for hit in retrieval.hits],
+        "scores": [round(hit.score, 4) for hit in retrieval.hits],
+        "best_score": retrieval.best_score,
+        "answer": answer.text,
+        "abstained": answer.abstained,
+        "latency_ms": result.latency_ms,
+        "prompt_tokens": answer.prompt_tokens,
+        "completion_tokens": answer.completion_tokens,
+        "generator": answer.generator,
+        "prompt": answer.prompt,
+    }
+
+
+class AskRequest(BaseModel):
+    """One question for the ``ask`` flow."""
+
+    question: str = Field(..., min_length=1)
+    k: int | None = Field(None, ge=1)
+    where: dict[str, Any] | None = Field(None, description="Chroma metadata filter")
+    collection: str | None = None
+    config_file: str | None = None
+    overrides: dict[str, Any] = Field(default_factory=dict)
+
+
+@flow(name="ask")
+def ask(request: AskRequest) -> dict[str, Any]:
+    """Answer one question with citations; the question goes to the query log."""
+    settings = load_settings(request.config_file, **request.overrides)
+    configure_environment(settings)
+    return (
+        Asker(settings, request.collection)
+        .ask(request.question, request.k, request.where)
+        .as_dict()
+    )

@@ -1,0 +1,160 @@
+"""The ``evaluate`` flow: a golden dataset against the live index, logged as one MLflow run."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, get_run_logger
+from pydantic import BaseModel, Field
+
+from ragcycle.runtime import configure_environment
+from ragcycle.settings import load_settings
+from tasks.embedding import embedder_from_settings
+from tasks.evaluation import (
+    QUALITY_METRICS,
+    ScoringConfig,
+    load_golden_task,
+    score_rows_task,
+    summarize_task,
+)
+from tasks.generation import answer_retrievals_task, generator_from_settings, load_prompt_task
+from tasks.indexing import open_index
+from tasks.retrieval import retrieve_many_task
+from tasks.tracking import (
+    EvaluationRecord,
+    log_evaluation_task,
+    mlflow_client,
+    publish_evaluation,
+)
+
+__all__ = ["EvaluateRequest", "evaluate"]
+
+BATCH = 64
+
+
+class EvaluateRequest(BaseModel):
+    """Which dataset to evaluate, against which collection, how often."""
+
+    dataset: str = Field(..., description="golden JSONL file")
+    k: int | None = Field(None, ge=1, description="chunks per question (default: retrieval.k)")
+    repeats: int | None = Field(None, ge=1, description="answers per question (default: settings)")
+    collection: str | None = Field(None, description="collection to evaluate (default: settings)")
+    config_file: str | None = None
+    overrides: dict[str, Any] = Field(default_factory=dict)
+    tags: dict[str, str] = Field(default_factory=dict, description="extra MLflow run tags")
+
+
+@flow(name="evaluate")
+def evaluate(request: EvaluateRequest) -> dict[str, Any]:
+    """Answer every golden question, score retrieval, answers, guardrails, cost and latency."""
+    logger = get_run_logger()
+    settings = load_settings(request.config_file, **request.overrides)
+    configure_environment(settings)
+    mlflow_client(settings.mlflow_tracking_uri)
+    k = request.k or settings.retrieval.k
+    repeats = request.repeats or settings.evaluation.repeats
+    golden = load_golden_task(request.dataset)
+    for error in golden.errors:
+        logger.warning("dataset line %d skipped: %s", error["line"], error["error"])
+    index = open_index(settings, request.collection, create=False)
+    embedder = embedder_from_settings(settings)
+    generator = generator_from_settings(settings.generation, embedder)
+    prompt = load_prompt_task(settings.generation.prompt_name, settings.generation.prompt_version)
+    price = settings.evaluation.prices.get(generator.model)
+
+    items = [item for _ in range(repeats) for item in golden.items]
+    repeat_of = [r for r in range(repeats) for _ in golden.items]
+    retrievals: list[Any] = []
+    answers: list[Any] = []
+    for start in range(0, len(items), BATCH):
+        batch = [item.question for item in items[start : start + BATCH]]
+        label = f"{start // BATCH}"
+        found = retrieve_many_task(
+            batch, index, embedder, k, settings.retrieval.fetch_multiplier, label=label
+        )
+        retrievals += found
+        answers += answer_retrievals_task(found, generator, prompt, k, label=label)
+
+    config = ScoringConfig(
+        k=k,
+        price_prompt_per_mtok=price.prompt if price else 0.0,
+        price_completion_per_mtok=price.completion if price else 0.0,
+        toxicity_threshold=settings.evaluation.toxicity_threshold,
+    )
+    rows = score_rows_task(items, repeat_of, retrievals, answers, embedder, config)
+    evaluation = settings.evaluation
+    summary = summarize_task(
+        rows, k, evaluation.bootstrap_samples, evaluation.confidence, evaluation.seed
+    )
+    experiment = f"{settings.mlflow.experiment_prefix}-eval-{golden.name}"
+    params = {
+        "dataset": str(Path(request.dataset).resolve()),
+        "dataset_digest": golden.digest,
+        "questions": len(golden.items),
+        "collection": index.name,
+        "index_version": index.name,
+        "embedding_model": settings.embedding.model_name,
+        "chunking": settings.chunking.model_dump_json(),
+        "chunking_hash": settings.chunking.config_hash(),
+        "k": k,
+        "repeats": repeats,
+        "prompt_name": prompt.name,
+        "prompt_version": prompt.version,
+        "generator": generator.name,
+        "generator_model": generator.model,
+        "priced": price is not None,
+    }
+    report = {
+        "experiment": experiment,
+        "metrics": summary.metrics,
+        "ci": {name: list(bounds) for name, bounds in summary.ci.items()},
+        "questions": summary.questions,
+        "failed_rows": golden.errors,
+        "params": params,
+    }
+    scorers = [t.format(k=k) for t in QUALITY_METRICS] if evaluation.mlflow_genai else None
+    record = EvaluationRecord(
+        experiment=experiment,
+        run_name=f"eval-{index.name}-k{k}",
+        params=params,
+        metrics=summary.metrics,
+        ci=summary.ci,
+        rows=rows,
+        dataset_rows=[
+            {
+                "question": i.question,
+                "expected_answer": i.expected_answer,
+                "expected_sources": list(i.expected_sources),
+            }
+            for i in golden.items
+        ],
+        dataset_source=str(Path(request.dataset).resolve()),
+        dataset_name=golden.name,
+        report=report,
+        tags={"ragcycle.kind": "evaluation", "ragcycle.collection": index.name, **request.tags},
+    )
+    run_id = log_evaluation_task(
+        record, settings.mlflow_tracking_uri, settings.mlflow_artifact_location, scorers
+    )
+    publish_evaluation(
+        f"eval-{golden.name}",
+        f"Evaluation of {golden.name} on {index.name}",
+        summary.metrics,
+        summary.ci,
+    )
+    logger.info(
+        "Evaluation run %s: %d questions, %s",
+        run_id,
+        summary.questions,
+        {name: round(value, 3) for name, value in summary.metrics.items() if not math.isnan(value)},
+    )
+    return {
+        "run_id": run_id,
+        "experiment": experiment,
+        "metrics": summary.metrics,
+        "ci": report["ci"],
+        "questions": summary.questions,
+        "failed_rows": golden.errors,
+    }

@@ -1,0 +1,27 @@
+"""Reproduce the published MTEB number of all-MiniLM-L6-v2 on XQuAD-en (../shared/benchmarks)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from flows.benchmark import BeirRequest, benchmark_beir
+from tests.conftest import shared_path
+
+pytestmark = [pytest.mark.shared, pytest.mark.slow, pytest.mark.usefixtures("prefect_harness")]
+
+PUBLISHED_NDCG_AT_10 = 0.94357  # ../shared/benchmarks/README.md (MTEB results)
+
+
+def test_xquad_ndcg_matches_the_published_number(tmp_path: Path, embedder: Any) -> None:
+    folder = shared_path("benchmarks", "xquad_en")
+    overrides = {"data_dir": str(tmp_path / "data"), "progress": False}
+    result = benchmark_beir(BeirRequest(folder=str(folder), overrides=overrides))
+    assert result["docs"] == 240 and result["queries"] == 1187
+    assert result["metrics"]["ndcg_at_10"] == pytest.approx(PUBLISHED_NDCG_AT_10, abs=0.01)
+    assert result["metrics"]["recall_at_10"] >= result["metrics"]["mrr_at_10"]
+
+    again = benchmark_beir(BeirRequest(folder=str(folder), overrides=overrides))
+    assert again["metrics"] == result["metrics"]

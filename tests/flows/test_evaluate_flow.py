@@ -1,0 +1,166 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from mlflow import MlflowClient
+from typer.testing import CliRunner
+
+from flows.evaluate import EvaluateRequest, evaluate
+from flows.ingest import IngestRequest, ingest
+from ragcycle.cli import app
+from tests.conftest import REPO, make_settings, shuffled_copy
+
+pytestmark = pytest.mark.usefixtures("prefect_harness")
+
+GOLDEN = REPO / "samples" / "golden.jsonl"
+
+
+@pytest.fixture(scope="module")
+def indexed(tmp_path_factory: pytest.TempPathFactory, embedder: Any, prefect_harness: None) -> Path:
+    """The sample corpus ingested once for this module; returns the data dir."""
+    data = tmp_path_factory.mktemp("eval-data")
+    ingest(
+        IngestRequest(
+            paths=[str(REPO / "samples" / "corpus")],
+            overrides={"data_dir": str(data), "progress": False},
+        )
+    )
+    return data
+
+
+def overrides(data: Path, **extra: Any) -> dict[str, Any]:
+    return {"data_dir": str(data), "progress": False, **extra}
+
+
+def test_evaluation_scores_and_logs_a_run(indexed: Path) -> None:
+    result = evaluate(EvaluateRequest(dataset=str(GOLDEN), overrides=overrides(indexed)))
+    metrics = result["metrics"]
+    assert result["questions"] == 17 and result["failed_rows"] == []
+    assert metrics["hit_rate_at_5"] >= 0.9
+    assert metrics["mrr"] >= 0.8
+    assert metrics["abstained_when_unanswerable"] == 1.0
+    assert metrics["answered_when_answerable"] >= 0.9
+    assert metrics["faithfulness"] >= 0.9  # extractive answers quote the context
+    assert 0 < metrics["latency_total_p50_ms"] <= metrics["latency_total_p95_ms"]
+    low, high = result["ci"]["answer_f1"]
+    assert low <= metrics["answer_f1"] <= high
+
+    client = MlflowClient(tracking_uri=make_settings(indexed).mlflow_tracking_uri)
+    run = client.get_run(result["run_id"])
+    assert run.data.params["prompt_name"] == "ragcycle-answer"
+    assert run.data.params["prompt_version"] == "1"
+    assert run.data.params["generator"] == "extractive"
+    assert run.data.params["k"] == "5"
+    assert run.data.metrics["hit_rate_at_5"] == pytest.approx(metrics["hit_rate_at_5"])
+    assert run.data.tags["ragcycle.kind"] == "evaluation"
+    assert "prefect.flow_run_id" in run.data.tags
+    assert run.inputs.dataset_inputs and run.inputs.dataset_inputs[0].dataset.name == "golden"
+    artifacts = {a.path for a in client.list_artifacts(result["run_id"])}
+    assert {"eval_questions.json", "eval_report.json"} <= artifacts
+    table = json.loads(
+        Path(client.download_artifacts(result["run_id"], "eval_questions.json")).read_text()
+    )
+    assert len(table["data"]) == 17 and "answer_f1" in table["columns"]
+    assert client.get_experiment(run.info.experiment_id).name == "ragcycle-eval-golden"
+
+
+def test_a_damaged_index_scores_clearly_lower(indexed: Path) -> None:
+    settings = make_settings(indexed)
+    shuffled_copy(settings, "ragcycle", "ragcycle-damaged")
+    good = evaluate(EvaluateRequest(dataset=str(GOLDEN), overrides=overrides(indexed)))["metrics"]
+    bad = evaluate(
+        EvaluateRequest(
+            dataset=str(GOLDEN), collection="ragcycle-damaged", overrides=overrides(indexed)
+        )
+    )["metrics"]
+    assert bad["mrr"] < good["mrr"] - 0.3
+    assert bad["answer_similarity"] < good["answer_similarity"]
+
+
+def test_bad_dataset_lines_are_reported_and_the_rest_evaluated(
+    indexed: Path, tmp_path: Path
+) -> None:
+    dataset = tmp_path / "mixed.jsonl"
+    good_lines = GOLDEN.read_text().splitlines()[:3]
+    dataset.write_text(
+        "\n".join(
+            [good_lines[0], "{oops", good_lines[1], '{"expected_answer": "x"}', good_lines[2]]
+        )
+        + "\n"
+    )
+    result = evaluate(
+        EvaluateRequest(
+            dataset=str(dataset), overrides=overrides(indexed, evaluation={"mlflow_genai": False})
+        )
+    )
+    assert result["questions"] == 3
+    assert [row["line"] for row in result["failed_rows"]] == [2, 4]
+
+
+def test_repeats_give_intervals_over_questions(indexed: Path) -> None:
+    result = evaluate(
+        EvaluateRequest(
+            dataset=str(GOLDEN),
+            repeats=2,
+            overrides=overrides(indexed, evaluation={"mlflow_genai": False}),
+        )
+    )
+    assert result["questions"] == 17
+    client = MlflowClient(tracking_uri=make_settings(indexed).mlflow_tracking_uri)
+    run = client.get_run(result["run_id"])
+    assert run.data.params["repeats"] == "2"
+    assert "answer_f1_ci_low" in run.data.metrics
+
+
+def test_cli_ask_and_eval_json(indexed: Path, tmp_path: Path) -> None:
+    config = tmp_path / "ragcycle.toml"
+    config.write_text(
+        f'data_dir = "{indexed}"\nprogress = false\n[evaluation]\nmlflow_genai = false\n'
+    )
+    runner = CliRunner()
+    asked = runner.invoke(
+        app, ["ask", "When was the DMCA signed into law?", "--json", "-c", str(config)]
+    )
+    assert asked.exit_code == 0, asked.output
+    answer = json.loads(asked.stdout.strip().splitlines()[-1])
+    assert set(answer) == {"answer", "sources", "latency_ms", "tokens"}
+    assert (
+        answer["sources"][0]["source"] == "pdfs/dmca_summary.pdf"
+        and answer["sources"][0]["page"] >= 1
+    )
+    assert "1998" in answer["answer"]
+    assert answer["latency_ms"]["total"] >= answer["latency_ms"]["retrieve"] > 0
+
+    from tasks.tracking import QueryLog
+
+    logged = QueryLog(indexed / "query_log.sqlite").recent(1)[0]
+    assert logged["question"] == "When was the DMCA signed into law?"
+    assert logged["prompt"] == "prompts:/ragcycle-answer/1" and logged["best_score"] > 0.3
+
+    evaluated = runner.invoke(app, ["eval", str(GOLDEN), "--k", "3", "--json", "-c", str(config)])
+    assert evaluated.exit_code == 0, evaluated.output
+    report = json.loads(evaluated.stdout.strip().splitlines()[-1])
+    assert set(report) == {"run_id", "experiment", "metrics", "questions", "failed_rows"}
+    assert "hit_rate_at_3" in report["metrics"] and report["questions"] == 17
+
+
+@pytest.mark.slow
+def test_evaluation_against_a_real_mlflow_server(indexed: Path, mlflow_server: str) -> None:
+    result = evaluate(
+        EvaluateRequest(
+            dataset=str(GOLDEN),
+            overrides=overrides(indexed, mlflow={"tracking_uri": mlflow_server}),
+        )
+    )
+    client = MlflowClient(tracking_uri=mlflow_server)
+    run = client.get_run(result["run_id"])
+    assert run.data.metrics["mrr"] == pytest.approx(result["metrics"]["mrr"])
+    assert run.data.params["dataset_digest"]
+    assert {"eval_questions.json", "eval_report.json"} <= {
+        a.path for a in client.list_artifacts(result["run_id"])
+    }
+    prompt = client.search_prompts() if hasattr(client, "search_prompts") else None
+    assert prompt is None or any(p.name == "ragcycle-answer" for p in prompt)

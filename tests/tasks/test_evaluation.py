@@ -1,0 +1,140 @@
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from ragcycle.errors import DatasetError
+from tasks.evaluation import (
+    bootstrap_ci,
+    hit_rate_at_k,
+    load_golden,
+    matches_source,
+    mrr,
+    ndcg_at_k,
+    precision_at_k,
+    recall_at_k,
+    summarize,
+    supported_share,
+    token_f1,
+)
+
+
+def test_ndcg_of_a_hand_worked_ranking() -> None:
+    # Ranking: relevant, not, relevant; 2 relevant documents in all.
+    # DCG = 1/log2(2) + 1/log2(4) = 1 + 0.5 = 1.5; IDCG = 1 + 1/log2(3) = 1.6309298
+    assert ndcg_at_k([1, 0, 1], [1, 1], 3) == pytest.approx(1.5 / 1.6309298, abs=1e-6)
+    # Graded gains as in BEIR qrels: gains 2 at rank 2, ideal puts it first.
+    # DCG = 2/log2(3) = 1.2618595; IDCG = 2/log2(2) = 2
+    assert ndcg_at_k([0, 2], [2], 2) == pytest.approx(0.6309298, abs=1e-6)
+    assert ndcg_at_k([0, 0, 0], [1], 3) == 0.0
+    assert math.isnan(ndcg_at_k([0, 0], [], 2))
+
+
+def test_mrr_hit_recall_precision_by_hand() -> None:
+    relevance = [False, False, True, False, True]
+    assert mrr(relevance) == pytest.approx(1 / 3)
+    assert mrr(relevance, k=2) == 0.0
+    assert hit_rate_at_k(relevance, 2) == 0.0 and hit_rate_at_k(relevance, 3) == 1.0
+    assert recall_at_k(relevance, 3, 5) == pytest.approx(2 / 3)
+    assert precision_at_k(relevance, 5) == pytest.approx(0.4)
+    assert math.isnan(recall_at_k(relevance, 0, 5))
+
+
+def test_token_f1_follows_squad() -> None:
+    # prediction tokens: [cat, sat] ; reference: [cat, sat, on, mat] ("the" dropped)
+    assert token_f1("The cat sat.", "the cat sat on the mat") == pytest.approx(2 * 1 * 0.5 / 1.5)
+    assert token_f1("Paris [1]", "paris") == 1.0
+    assert token_f1("", "") == 1.0
+    assert token_f1("London", "Paris") == 0.0
+
+
+def test_supported_share_counts_sentences_found_in_context() -> None:
+    context = ["The DMCA was signed by President Clinton on October 28, 1998."]
+    answer = "The DMCA was signed by President Clinton [1]. It created a new moon base on Mars."
+    assert supported_share(answer, context) == pytest.approx(0.5)
+    assert math.isnan(supported_share("", context))
+
+
+def test_sources_match_by_path_or_file_name() -> None:
+    assert matches_source("pdfs/report.pdf", "report.pdf")
+    assert matches_source("pdfs/report.pdf", "pdfs/report.pdf")
+    assert not matches_source("pdfs/myreport.pdf", "report.pdf")
+
+
+def test_bootstrap_interval_brackets_the_mean_and_is_reproducible() -> None:
+    values = [0.0, 1.0] * 50
+    low, high = bootstrap_ci(values, samples=2000, seed=1)
+    assert low < 0.5 < high and high - low < 0.3
+    assert bootstrap_ci(values, samples=2000, seed=1) == (low, high)
+    assert bootstrap_ci([1.0] * 10) == (1.0, 1.0)
+    assert all(math.isnan(v) for v in bootstrap_ci([math.nan]))
+
+
+def test_golden_loader_reports_bad_lines_and_keeps_the_rest(tmp_path: Path) -> None:
+    path = tmp_path / "set.jsonl"
+    lines = [
+        json.dumps({"question": "Q1?", "expected_answer": "A", "expected_sources": ["a.md"]}),
+        "{not json",
+        json.dumps({"expected_answer": "no question"}),
+        "",
+        json.dumps({"question": "Q2?", "expected_answer": None, "expected_sources": []}),
+        json.dumps({"question": "Q3?", "pages": {"a.pdf": ["one"]}}),
+    ]
+    path.write_text("\n".join(lines) + "\n")
+    golden = load_golden(path)
+    assert [item.question for item in golden.items] == ["Q1?", "Q2?"]
+    assert [item.answerable for item in golden.items] == [True, False]
+    assert [error["line"] for error in golden.errors] == [2, 3, 6]
+    assert "question" in golden.errors[1]["error"]
+    with pytest.raises(DatasetError):
+        load_golden(tmp_path / "missing.jsonl")
+
+
+def test_summary_averages_repeats_per_question_first() -> None:
+    def row(line: int, repeat: int, hit: float) -> dict[str, object]:
+        base: dict[str, object] = {
+            name: math.nan
+            for name in (
+                "recall_at_1",
+                "precision_at_1",
+                "mrr",
+                "ndcg_at_1",
+                "page_hit_rate",
+                "answer_f1",
+                "answer_similarity",
+                "faithfulness",
+                "answer_relevance",
+                "no_answer_correct",
+                "abstained_when_unanswerable",
+                "answered_when_answerable",
+                "pii_in_answer",
+                "toxic_answer",
+                "pii_in_context",
+                "injection_in_context",
+            )
+        }
+        base.update(
+            line=line,
+            repeat=repeat,
+            hit_rate_at_1=hit,
+            latency_retrieve_ms=1.0,
+            latency_generate_ms=2.0,
+            latency_total_ms=3.0 + line,
+            prompt_tokens=10,
+            completion_tokens=5,
+            cost_usd=0.5,
+            flagged=False,
+        )
+        return base
+
+    rows = [row(1, 0, 1.0), row(1, 1, 0.0), row(1, 2, 0.0), row(2, 0, 1.0)]
+    summary = summarize(rows, 1, samples=200)
+    # question 1 averages to 1/3, question 2 to 1: mean 2/3, where a mean over rows gives 1/2
+    assert summary.metrics["hit_rate_at_1"] == pytest.approx(2 / 3)
+    assert summary.questions == 2 and summary.rows == 4
+    assert summary.metrics["cost_usd_total"] == pytest.approx(2.0)
+    assert summary.metrics["prompt_tokens_total"] == 40
+    assert math.isnan(summary.metrics["answer_f1"])

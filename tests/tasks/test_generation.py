@@ -1,0 +1,223 @@
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import numpy as np
+import pytest
+from pydantic import SecretStr
+
+from ragcycle.errors import GenerationError
+from tasks.generation import (
+    DONT_KNOW,
+    ExtractiveGenerator,
+    OpenAIChatGenerator,
+    PromptTemplate,
+    split_sentences,
+    token_counter,
+)
+from tasks.indexing import Hit
+
+PROMPT = PromptTemplate("test", "1", "Context:\n{{context}}\nQ: {{question}}\nA:")
+
+
+def hit(text: str, score: float, source: str, page: int = 1) -> Hit:
+    return Hit(
+        chunk_id=f"id-{source}-{page}",
+        text=text,
+        score=score,
+        metadata={"doc_id": source, "source": source, "page_start": page},
+    )
+
+
+def test_sentences_are_split_and_short_fragments_dropped() -> None:
+    text = "Short. The first real sentence is here. And the second\nline continues it! 42"
+    assert split_sentences(text) == [
+        "The first real sentence is here.",
+        "And the second line continues it!",
+    ]
+
+
+def test_extractive_answer_picks_relevant_sentences_and_cites(embedder: Any) -> None:
+    generator = ExtractiveGenerator(embedder, token_counter(embedder), max_sentences=1)
+    hits = [
+        hit("The museum opens at nine. Tickets cost twelve euros for adults.", 0.6, "museum.md"),
+        hit(
+            "The DMCA was signed into law by President Clinton on October 28, 1998. "
+            "It implements two WIPO treaties.",
+            0.55,
+            "dmca.pdf",
+            1,
+        ),
+    ]
+    question = "When was the DMCA signed into law?"
+    answer = generator.generate(question, hits, PROMPT, embedder.embed([question])[0])
+    assert not answer.abstained
+    assert "October 28, 1998" in answer.text and answer.text.endswith("[1]")
+    assert [s.source for s in answer.sources] == ["dmca.pdf"]
+    assert answer.sources[0].page == 1
+    assert answer.prompt_tokens > answer.completion_tokens > 0
+    assert answer.prompt == "prompts:/test/1"
+
+
+def test_extractive_says_it_does_not_know_below_the_threshold(embedder: Any) -> None:
+    generator = ExtractiveGenerator(embedder, token_counter(embedder), min_score=0.3)
+    weak = [hit("Completely unrelated text about gardening tools and soil.", 0.12, "garden.md")]
+    answer = generator.generate("Who won in 1966?", weak, PROMPT, np.ones(384) / np.sqrt(384))
+    assert answer.abstained and answer.text == DONT_KNOW and answer.sources == []
+    assert generator.generate("q", [], PROMPT, np.ones(384)).abstained
+
+
+class ChatServer:
+    """A local chat-completions endpoint that plays back scripted responses."""
+
+    def __init__(self, script: list[tuple[int, Any, float]]) -> None:
+        self.script = list(script)
+        self.requests: list[dict[str, Any]] = []
+        self.headers: list[dict[str, str]] = []
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length", 0))
+                outer.requests.append(json.loads(self.rfile.read(length)))
+                outer.headers.append(dict(self.headers))
+                status, body, delay = outer.script.pop(0) if outer.script else (500, {}, 0.0)
+                time.sleep(delay)
+                payload = body.encode() if isinstance(body, str) else json.dumps(body).encode()
+                try:
+                    self.send_response(status)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(payload)))
+                    self.end_headers()
+                    self.wfile.write(payload)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass
+
+            def log_message(self, *args: Any) -> None:
+                return None
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}/v1"
+
+    def __enter__(self) -> ChatServer:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def completion(text: str, prompt: int = 11, completion_tokens: int = 7) -> dict[str, Any]:
+    return {
+        "id": "chatcmpl-1",
+        "object": "chat.completion",
+        "choices": [
+            {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}
+        ],
+        "usage": {
+            "prompt_tokens": prompt,
+            "completion_tokens": completion_tokens,
+            "total_tokens": prompt + completion_tokens,
+        },
+    }
+
+
+@pytest.fixture
+def fast_retry() -> Iterator[dict[str, Any]]:
+    yield {"backoff_seconds": 0.01, "timeout_seconds": 2.0}
+
+
+def test_openai_backend_answers_with_usage_and_citations(fast_retry: dict[str, Any]) -> None:
+    hits = [
+        hit("Paris is the capital of France.", 0.8, "france.md"),
+        hit("Berlin is in Germany.", 0.5, "de.md"),
+    ]
+    with ChatServer([(200, completion("Paris [1]."), 0.0)]) as server:
+        generator = OpenAIChatGenerator(
+            server.url, "test-model", api_key=SecretStr("sk-test-123"), **fast_retry
+        )
+        answer = generator.generate("Capital of France?", hits, PROMPT, np.zeros(3))
+    assert answer.text == "Paris [1]."
+    assert (answer.prompt_tokens, answer.completion_tokens) == (11, 7)
+    assert [s.source for s in answer.sources] == ["france.md"]
+    assert answer.generator == "openai:test-model"
+    sent = server.requests[0]
+    assert (
+        sent["model"] == "test-model" and "Paris is the capital" in sent["messages"][0]["content"]
+    )
+    assert server.headers[0]["Authorization"] == "Bearer sk-test-123"
+
+
+def test_openai_backend_retries_429_and_500_then_succeeds(fast_retry: dict[str, Any]) -> None:
+    script = [
+        (429, {"error": "slow down"}, 0.0),
+        (500, {"error": "boom"}, 0.0),
+        (200, completion("ok"), 0.0),
+    ]
+    with ChatServer(script) as server:
+        generator = OpenAIChatGenerator(server.url, "m", max_retries=3, **fast_retry)
+        text, usage = generator.complete([{"role": "user", "content": "hi"}])
+    assert text == "ok" and usage["prompt_tokens"] == 11
+    assert len(server.requests) == 3
+
+
+def test_openai_backend_retries_a_timeout(fast_retry: dict[str, Any]) -> None:
+    script = [(200, completion("late"), 3.0), (200, completion("on time"), 0.0)]
+    with ChatServer(script) as server:
+        generator = OpenAIChatGenerator(
+            server.url, "m", max_retries=2, backoff_seconds=0.01, timeout_seconds=0.5
+        )
+        text, _ = generator.complete([{"role": "user", "content": "hi"}])
+    assert text == "on time"
+
+
+def test_openai_backend_gives_up_with_a_clear_error(fast_retry: dict[str, Any]) -> None:
+    with ChatServer([(503, {}, 0.0)] * 3) as server:
+        generator = OpenAIChatGenerator(server.url, "m", max_retries=2, **fast_retry)
+        with pytest.raises(GenerationError, match="after 3 attempts: HTTP 503"):
+            generator.complete([{"role": "user", "content": "hi"}])
+
+
+@pytest.mark.parametrize(
+    "body", ["{not json", {"choices": []}, {"choices": [{"message": {"content": None}}]}]
+)
+def test_openai_backend_reports_malformed_responses(body: Any, fast_retry: dict[str, Any]) -> None:
+    with ChatServer([(200, body, 0.0)]) as server:
+        generator = OpenAIChatGenerator(server.url, "m", max_retries=0, **fast_retry)
+        with pytest.raises(GenerationError, match="malformed"):
+            generator.complete([{"role": "user", "content": "hi"}])
+
+
+def test_client_errors_are_not_retried(fast_retry: dict[str, Any]) -> None:
+    with ChatServer([(401, {"error": "bad key"}, 0.0), (200, completion("never"), 0.0)]) as server:
+        generator = OpenAIChatGenerator(server.url, "m", max_retries=3, **fast_retry)
+        with pytest.raises(GenerationError, match="HTTP 401"):
+            generator.complete([{"role": "user", "content": "hi"}])
+    assert len(server.requests) == 1
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_api_key_comes_from_a_prefect_secret_block() -> None:
+    from prefect.blocks.system import Secret
+
+    from ragcycle.settings import GenerationSettings
+    from tasks.generation import resolve_api_key
+
+    Secret(value="sk-from-block").save("llm-key", overwrite=True)
+    key = resolve_api_key(GenerationSettings(api_key_secret_block="llm-key"))
+    assert key is not None and key.get_secret_value() == "sk-from-block"
+    assert str(key) == "**********"
+    env_key = resolve_api_key(
+        GenerationSettings(api_key=SecretStr("sk-env"), api_key_secret_block="llm-key")
+    )
+    assert env_key is not None and env_key.get_secret_value() == "sk-env"
