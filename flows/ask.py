@@ -6,7 +6,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from prefect import flow
+from prefect import flow, task
+from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, Field
 
 from ragcycle.runtime import configure_environment
@@ -17,7 +18,7 @@ from tasks.indexing import VectorIndex, open_index
 from tasks.retrieval import Retrieval, retrieve
 from tasks.tracking import QueryLog, mlflow_client
 
-__all__ = ["AskRequest", "Asker", "ask"]
+__all__ = ["AskRequest", "Asker", "ask", "ask_task"]
 
 
 @dataclass
@@ -97,6 +98,14 @@ def _log_record(
         "generator": answer.generator,
         "prompt": answer.prompt,
     }
+
+
+@task(name="ask-question", cache_policy=NO_CACHE)
+def ask_task(
+    asker: Asker, question: str, k: int | None = None, where: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """One question as a Prefect task, for flows that answer questions as a step."""
+    return asker.ask(question, k, where).as_dict()
 
 
 class AskRequest(BaseModel):

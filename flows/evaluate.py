@@ -13,13 +13,20 @@ from ragcycle.runtime import configure_environment
 from ragcycle.settings import load_settings
 from tasks.embedding import embedder_from_settings
 from tasks.evaluation import (
+    JUDGE_CRITERIA,
     QUALITY_METRICS,
     ScoringConfig,
+    judge_rows_task,
     load_golden_task,
     score_rows_task,
     summarize_task,
 )
-from tasks.generation import answer_retrievals_task, generator_from_settings, load_prompt_task
+from tasks.generation import (
+    OpenAIChatGenerator,
+    answer_retrievals_task,
+    generator_from_settings,
+    load_prompt_task,
+)
 from tasks.indexing import open_index
 from tasks.retrieval import retrieve_many_task
 from tasks.tracking import (
@@ -85,6 +92,14 @@ def evaluate(request: EvaluateRequest) -> dict[str, Any]:
     )
     rows = score_rows_task(items, repeat_of, retrievals, answers, embedder, config)
     evaluation = settings.evaluation
+    judged = evaluation.judge and isinstance(generator, OpenAIChatGenerator)
+    if evaluation.judge and not judged:
+        logger.warning(
+            "evaluation.judge needs generation.backend = 'openai'; judge metrics skipped"
+        )
+    if judged:
+        contexts = [[hit.text for hit in r.top_chunks(k)] for r in retrievals]
+        rows = judge_rows_task(rows, contexts, generator)
     summary = summarize_task(
         rows, k, evaluation.bootstrap_samples, evaluation.confidence, evaluation.seed
     )
@@ -105,6 +120,7 @@ def evaluate(request: EvaluateRequest) -> dict[str, Any]:
         "generator": generator.name,
         "generator_model": generator.model,
         "priced": price is not None,
+        "judge": judged,
     }
     report = {
         "experiment": experiment,
@@ -114,7 +130,8 @@ def evaluate(request: EvaluateRequest) -> dict[str, Any]:
         "failed_rows": golden.errors,
         "params": params,
     }
-    scorers = [t.format(k=k) for t in QUALITY_METRICS] if evaluation.mlflow_genai else None
+    names = [t.format(k=k) for t in QUALITY_METRICS] + (list(JUDGE_CRITERIA) if judged else [])
+    scorers = names if evaluation.mlflow_genai else None
     record = EvaluationRecord(
         experiment=experiment,
         run_name=f"eval-{index.name}-k{k}",

@@ -165,6 +165,11 @@ class GenerationSettings(BaseModel):
         0.3, description="best retrieval score below which the answer is 'I don't know'"
     )
     max_sentences: int = Field(3, ge=1, description="extractive: sentences in an answer")
+    sentence_scoring: Literal["static", "model"] = Field(
+        "static",
+        description="extractive: rank sentences by the model's static word-piece embeddings"
+        " (fast) or by encoding each sentence with the full model (slower)",
+    )
     base_url: str = Field("http://127.0.0.1:11434/v1", description="openai: API base URL")
     model: str = Field("llama3.1", description="openai: model name")
     api_key: SecretStr | None = Field(None, description="openai: key (env, never logged)")

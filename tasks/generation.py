@@ -157,6 +157,75 @@ def split_sentences(text: str, *, min_chars: int = 20, max_chars: int = 400) -> 
     return sentences
 
 
+class SentenceScorer(Protocol):
+    """Scores candidate sentences against a question; higher is more relevant."""
+
+    def __call__(
+        self, question: str, question_vector: np.ndarray, sentences: list[str]
+    ) -> np.ndarray: ...
+
+
+class ModelSentenceScorer:
+    """Cosine between the question vector and each sentence encoded by the full model.
+
+    The most faithful ranking, at ~5 ms per sentence on two CPU cores.
+    """
+
+    def __init__(self, embedder: Any) -> None:
+        self.embedder = embedder
+
+    def __call__(
+        self, question: str, question_vector: np.ndarray, sentences: list[str]
+    ) -> np.ndarray:
+        vectors = self.embedder.embed(sentences)
+        return np.asarray(vectors @ np.asarray(question_vector, dtype=np.float32))
+
+
+class StaticSentenceScorer:
+    """Cosine of bags of the model's own (static) word-piece embeddings, without a forward pass.
+
+    The input embedding table of the same model, centred (BERT's raw table shares one dominant
+    direction) and without stop-words, ranks sentences inside already-relevant chunks well at a
+    fraction of a millisecond, which keeps ``ask`` within its latency budget.
+    """
+
+    def __init__(self, embedder: Any) -> None:
+        model = embedder.model
+        self.tokenizer = model.tokenizer
+        table = model[0].auto_model.get_input_embeddings().weight.detach().cpu().numpy()
+        self.table = (table - table.mean(axis=0)).astype(np.float32)
+        vocab = self.tokenizer.get_vocab()
+        self.ignored = {vocab[w] for w in _STOPWORDS if w in vocab} | set(
+            self.tokenizer.all_special_ids
+        )
+
+    def vector(self, text: str) -> np.ndarray:
+        ids = [
+            i
+            for i in self.tokenizer.encode(text, add_special_tokens=False, verbose=False)
+            if i not in self.ignored and self.tokenizer.convert_ids_to_tokens(i).isalnum()
+        ]
+        if not ids:
+            return np.zeros(self.table.shape[1], dtype=np.float32)
+        summed = self.table[ids].sum(axis=0)
+        norm = float(np.linalg.norm(summed))
+        return np.asarray(summed / norm if norm else summed, dtype=np.float32)
+
+    def __call__(
+        self, question: str, question_vector: np.ndarray, sentences: list[str]
+    ) -> np.ndarray:
+        query = self.vector(question)
+        return np.asarray([float(self.vector(sentence) @ query) for sentence in sentences])
+
+
+_STOPWORDS = frozenset(
+    "a an the of to in on at by for with from and or but is are was were be been being it its"
+    " this that these those as which who whom what when where why how do does did can could will"
+    " would should may might must has have had not no than then there their they them he she his"
+    " her we our you your i me my".split()
+)
+
+
 class ExtractiveGenerator:
     """Answers with the retrieved sentences most similar to the question, with citations."""
 
@@ -170,12 +239,14 @@ class ExtractiveGenerator:
         min_score: float = 0.3,
         max_sentences: int = 3,
         max_candidates: int = 32,
+        scorer: SentenceScorer | None = None,
     ) -> None:
         self.embedder = embedder
         self.count_tokens = count_tokens
         self.min_score = min_score
         self.max_sentences = max_sentences
         self.max_candidates = max_candidates
+        self.scorer = scorer or ModelSentenceScorer(embedder)
         self.model = "extractive"
 
     def generate(
@@ -193,8 +264,7 @@ class ExtractiveGenerator:
         candidates = self._candidates(question, hits)
         if not candidates:
             return self._answer(question, DONT_KNOW, [], True, rendered, prompt, started)
-        vectors = self.embedder.embed([sentence for _, _, sentence in candidates])
-        scores = vectors @ np.asarray(question_vector, dtype=np.float32)
+        scores = self.scorer(question, question_vector, [sentence for _, _, sentence in candidates])
         chosen = sorted(np.argsort(-scores)[: self.max_sentences].tolist())
         cited: list[int] = []
         parts = []
@@ -459,11 +529,17 @@ def generator_from_settings(settings: GenerationSettings, embedder: Any) -> Gene
             temperature=settings.temperature,
             max_tokens=settings.max_tokens,
         )
+    scorer: SentenceScorer = (
+        StaticSentenceScorer(embedder)
+        if settings.sentence_scoring == "static"
+        else ModelSentenceScorer(embedder)
+    )
     return ExtractiveGenerator(
         embedder,
         token_counter(embedder),
         min_score=settings.min_score,
         max_sentences=settings.max_sentences,
+        scorer=scorer,
     )
 
 

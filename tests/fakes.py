@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import hashlib
+import json
+import threading
+import time
 from collections.abc import Callable, Sequence
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
 import numpy as np
 
@@ -32,3 +37,71 @@ class HashEmbedder:
     @property
     def embedded(self) -> int:
         return sum(self.calls)
+
+
+class ChatServer:
+    """A local chat-completions endpoint that plays back scripted responses."""
+
+    def __init__(
+        self,
+        script: list[tuple[int, Any, float]] | None = None,
+        responder: Callable[[dict[str, Any]], tuple[int, Any, float]] | None = None,
+    ) -> None:
+        self.script = list(script or [])
+        self.responder = responder
+        self.requests: list[dict[str, Any]] = []
+        self.headers: list[dict[str, str]] = []
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length", 0))
+                outer.requests.append(json.loads(self.rfile.read(length)))
+                outer.headers.append(dict(self.headers))
+                if outer.responder is not None:
+                    status, body, delay = outer.responder(outer.requests[-1])
+                else:
+                    status, body, delay = outer.script.pop(0) if outer.script else (500, {}, 0.0)
+                time.sleep(delay)
+                payload = body.encode() if isinstance(body, str) else json.dumps(body).encode()
+                try:
+                    self.send_response(status)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(payload)))
+                    self.end_headers()
+                    self.wfile.write(payload)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass
+
+            def log_message(self, *args: Any) -> None:
+                return None
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}/v1"
+
+    def __enter__(self) -> ChatServer:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def completion(text: str, prompt: int = 11, completion_tokens: int = 7) -> dict[str, Any]:
+    return {
+        "id": "chatcmpl-1",
+        "object": "chat.completion",
+        "choices": [
+            {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}
+        ],
+        "usage": {
+            "prompt_tokens": prompt,
+            "completion_tokens": completion_tokens,
+            "total_tokens": prompt + completion_tokens,
+        },
+    }

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -164,3 +165,59 @@ def test_evaluation_against_a_real_mlflow_server(indexed: Path, mlflow_server: s
     }
     prompt = client.search_prompts() if hasattr(client, "search_prompts") else None
     assert prompt is None or any(p.name == "ragcycle-answer" for p in prompt)
+
+
+def test_ask_flow_answers_with_sources(indexed: Path) -> None:
+    from flows.ask import AskRequest, ask
+
+    result = ask(
+        AskRequest(
+            question="What exception do I raise to return an HTTP error?",
+            overrides=overrides(indexed),
+        )
+    )
+    assert not result["abstained"]
+    assert result["sources"][0]["source"] == "html/fastapi-handling-errors.html"
+    unknown = ask(
+        AskRequest(question="What is the boiling point of tungsten?", overrides=overrides(indexed))
+    )
+    assert unknown["abstained"] and unknown["sources"] == []
+
+
+def test_openai_backend_with_judge_metrics(indexed: Path) -> None:
+    from tests.fakes import ChatServer, completion
+
+    def respond(request: dict[str, Any]) -> tuple[int, Any, float]:
+        prompt = request["messages"][0]["content"]
+        if prompt.startswith("You grade"):
+            return 200, completion('{"score": 5}' if "compared with the reference" in prompt else "garbage"), 0.0
+        return 200, completion("It is in the documents [1]."), 0.0
+
+    with ChatServer(responder=respond) as server:
+        generation = {
+            "backend": "openai",
+            "base_url": server.url,
+            "model": "fake-llm",
+            "api_key": "sk-secret-test",
+        }
+        evaluation = {
+            "judge": True,
+            "mlflow_genai": False,
+            "prices": {"fake-llm": {"prompt": 1.0, "completion": 2.0}},
+        }
+        result = evaluate(
+            EvaluateRequest(
+                dataset=str(GOLDEN),
+                overrides=overrides(indexed, generation=generation, evaluation=evaluation),
+            )
+        )
+    metrics = result["metrics"]
+    assert metrics["judge_correctness"] == 1.0
+    assert math.isnan(metrics["judge_faithfulness"])
+    # 17 answers at 11 prompt and 7 completion tokens, priced per million tokens
+    assert metrics["cost_usd_total"] == pytest.approx(17 * (11 * 1.0 + 7 * 2.0) / 1e6)
+    run = MlflowClient(tracking_uri=make_settings(indexed).mlflow_tracking_uri).get_run(
+        result["run_id"]
+    )
+    assert run.data.params["generator_model"] == "fake-llm" and run.data.params["judge"] == "True"
+    assert "sk-secret-test" not in json.dumps(run.data.params) + json.dumps(run.data.tags)

@@ -138,3 +138,45 @@ def test_summary_averages_repeats_per_question_first() -> None:
     assert summary.metrics["cost_usd_total"] == pytest.approx(2.0)
     assert summary.metrics["prompt_tokens_total"] == 40
     assert math.isnan(summary.metrics["answer_f1"])
+
+
+@pytest.mark.parametrize(
+    ("reply", "expected"),
+    [
+        ('{"score": 5}', 1.0),
+        ('Sure! ```json\n{"score": 3}\n```', 0.5),
+        ("Score: 2 out of 5", 0.25),
+        ('{"score": "4"}', 0.75),
+        ('{"score": 9}', math.nan),
+        ("I cannot grade this.", math.nan),
+        ("", math.nan),
+    ],
+)
+def test_judge_replies_are_parsed_robustly(reply: str, expected: float) -> None:
+    from tasks.evaluation import parse_judge_score
+
+    score = parse_judge_score(reply)
+    assert (math.isnan(score) and math.isnan(expected)) or score == pytest.approx(expected)
+
+
+def test_judge_rows_survive_failures_and_garbage() -> None:
+    from ragcycle.errors import GenerationError
+    from tasks.evaluation import judge_rows
+
+    class Judge:
+        def __init__(self) -> None:
+            self.replies = iter(['{"score": 4}', "no idea", "boom", '{"score": 1}'])
+
+        def complete(self, messages: list[dict[str, str]]) -> tuple[str, dict[str, int]]:
+            reply = next(self.replies)
+            if reply == "boom":
+                raise GenerationError("HTTP 500")
+            return reply, {}
+
+    rows = [
+        {"question": "q1", "answer": "a1", "expected_answer": "a1"},
+        {"question": "q2", "answer": "a2", "expected_answer": "a2"},
+    ]
+    judge_rows(rows, [["ctx"], ["ctx"]], Judge())
+    assert rows[0]["judge_correctness"] == 0.75 and math.isnan(rows[0]["judge_faithfulness"])
+    assert math.isnan(rows[1]["judge_correctness"]) and rows[1]["judge_faithfulness"] == 0.0

@@ -1,10 +1,6 @@
 from __future__ import annotations
 
-import json
-import threading
-import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import numpy as np
@@ -21,6 +17,7 @@ from tasks.generation import (
     token_counter,
 )
 from tasks.indexing import Hit
+from tests.fakes import ChatServer, completion
 
 PROMPT = PromptTemplate("test", "1", "Context:\n{{context}}\nQ: {{question}}\nA:")
 
@@ -70,66 +67,6 @@ def test_extractive_says_it_does_not_know_below_the_threshold(embedder: Any) -> 
     answer = generator.generate("Who won in 1966?", weak, PROMPT, np.ones(384) / np.sqrt(384))
     assert answer.abstained and answer.text == DONT_KNOW and answer.sources == []
     assert generator.generate("q", [], PROMPT, np.ones(384)).abstained
-
-
-class ChatServer:
-    """A local chat-completions endpoint that plays back scripted responses."""
-
-    def __init__(self, script: list[tuple[int, Any, float]]) -> None:
-        self.script = list(script)
-        self.requests: list[dict[str, Any]] = []
-        self.headers: list[dict[str, str]] = []
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                length = int(self.headers.get("Content-Length", 0))
-                outer.requests.append(json.loads(self.rfile.read(length)))
-                outer.headers.append(dict(self.headers))
-                status, body, delay = outer.script.pop(0) if outer.script else (500, {}, 0.0)
-                time.sleep(delay)
-                payload = body.encode() if isinstance(body, str) else json.dumps(body).encode()
-                try:
-                    self.send_response(status)
-                    self.send_header("Content-Type", "application/json")
-                    self.send_header("Content-Length", str(len(payload)))
-                    self.end_headers()
-                    self.wfile.write(payload)
-                except (BrokenPipeError, ConnectionResetError):
-                    pass
-
-            def log_message(self, *args: Any) -> None:
-                return None
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}/v1"
-
-    def __enter__(self) -> ChatServer:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
-def completion(text: str, prompt: int = 11, completion_tokens: int = 7) -> dict[str, Any]:
-    return {
-        "id": "chatcmpl-1",
-        "object": "chat.completion",
-        "choices": [
-            {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}
-        ],
-        "usage": {
-            "prompt_tokens": prompt,
-            "completion_tokens": completion_tokens,
-            "total_tokens": prompt + completion_tokens,
-        },
-    }
 
 
 @pytest.fixture
@@ -221,3 +158,17 @@ def test_api_key_comes_from_a_prefect_secret_block() -> None:
         GenerationSettings(api_key=SecretStr("sk-env"), api_key_secret_block="llm-key")
     )
     assert env_key is not None and env_key.get_secret_value() == "sk-env"
+
+
+def test_static_scorer_ranks_the_answering_sentence_first(embedder: Any) -> None:
+    from tasks.generation import StaticSentenceScorer
+
+    scorer = StaticSentenceScorer(embedder)
+    sentences = [
+        "Tickets for the museum cost twelve euros.",
+        "The treaty was signed by President Clinton in October 1998.",
+        "Rainfall in the region peaks in November.",
+    ]
+    scores = scorer("Which president signed the treaty?", np.zeros(384), sentences)
+    assert int(np.argmax(scores)) == 1
+    assert scorer("the of and", np.zeros(384), sentences).tolist() == [0.0, 0.0, 0.0]
