@@ -190,7 +190,13 @@ def test_openai_backend_with_judge_metrics(indexed: Path) -> None:
     def respond(request: dict[str, Any]) -> tuple[int, Any, float]:
         prompt = request["messages"][0]["content"]
         if prompt.startswith("You grade"):
-            return 200, completion('{"score": 5}' if "compared with the reference" in prompt else "garbage"), 0.0
+            return (
+                200,
+                completion(
+                    '{"score": 5}' if "compared with the reference" in prompt else "garbage"
+                ),
+                0.0,
+            )
         return 200, completion("It is in the documents [1]."), 0.0
 
     with ChatServer(responder=respond) as server:
