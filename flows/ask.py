@@ -17,6 +17,7 @@ from tasks.generation import Answer, Generator, PromptTemplate, generator_from_s
 from tasks.indexing import VectorIndex, open_index
 from tasks.retrieval import Retrieval, retrieve
 from tasks.tracking import QueryLog, mlflow_client
+from tasks.versions import resolve_collection
 
 __all__ = ["AskRequest", "Asker", "ask", "ask_task"]
 
@@ -44,7 +45,9 @@ class Asker:
         self.settings = settings
         mlflow_client(settings.mlflow_tracking_uri)
         self.embedder = embedder_from_settings(settings)
-        self.index: VectorIndex = open_index(settings, collection, create=False)
+        self.index: VectorIndex = open_index(
+            settings, resolve_collection(settings, collection), create=False
+        )
         self.generator: Generator = generator_from_settings(settings.generation, self.embedder)
         self.prompt: PromptTemplate = load_prompt(
             settings.generation.prompt_name, settings.generation.prompt_version

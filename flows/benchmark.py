@@ -55,7 +55,7 @@ def benchmark_beir(request: BeirRequest) -> dict[str, Any]:
     name = folder.name
     index = open_index(settings, f"beir-{name}-{settings.chunking.config_hash()}")
     embedder = embedder_from_settings(settings)
-    cache = EmbeddingCache(settings.cache_dir / "embeddings.sqlite")
+    cache = EmbeddingCache(settings.embedding_cache_path)
     chunking_hash = settings.chunking.config_hash()
 
     documents = load_beir_corpus_task(str(folder))

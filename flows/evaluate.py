@@ -35,6 +35,7 @@ from tasks.tracking import (
     mlflow_client,
     publish_evaluation,
 )
+from tasks.versions import resolve_collection
 
 __all__ = ["EvaluateRequest", "evaluate"]
 
@@ -65,7 +66,7 @@ def evaluate(request: EvaluateRequest) -> dict[str, Any]:
     golden = load_golden_task(request.dataset)
     for error in golden.errors:
         logger.warning("dataset line %d skipped: %s", error["line"], error["error"])
-    index = open_index(settings, request.collection, create=False)
+    index = open_index(settings, resolve_collection(settings, request.collection), create=False)
     embedder = embedder_from_settings(settings)
     generator = generator_from_settings(settings.generation, embedder)
     prompt = load_prompt_task(settings.generation.prompt_name, settings.generation.prompt_version)

@@ -21,7 +21,8 @@ from tasks.indexing import (
     write_documents_task,
 )
 from tasks.loading import discover_sources, load_documents_task
-from tasks.tracking import IngestReport, StageTimer, publish_ingest_report
+from tasks.tracking import IngestReport, StageTimer, mlflow_client, publish_ingest_report
+from tasks.versions import resolve_collection
 
 __all__ = ["IngestRequest", "ingest"]
 
@@ -48,8 +49,9 @@ def ingest(request: IngestRequest) -> dict[str, Any]:
     logger = get_run_logger()
     settings = load_settings(request.config_file, **request.overrides)
     configure_environment(settings)
+    mlflow_client(settings.mlflow_tracking_uri)
     timer = StageTimer()
-    index = open_index(settings, request.collection)
+    index = open_index(settings, resolve_collection(settings, request.collection))
     report = IngestReport(collection=index.name)
     chunking_hash = settings.chunking.config_hash()
     prune = settings.ingest.prune if request.prune is None else request.prune
@@ -72,11 +74,7 @@ def ingest(request: IngestRequest) -> dict[str, Any]:
     )
 
     embedder = embedder_from_settings(settings)
-    cache = (
-        EmbeddingCache(settings.cache_dir / "embeddings.sqlite")
-        if settings.embedding.cache
-        else None
-    )
+    cache = EmbeddingCache(settings.embedding_cache_path) if settings.embedding.cache else None
     changed_ids = {source.doc_id for source in plan.changed}
     with progress_bars(settings.progress) as bars:
         load_bar = bars.bar("loading", total=len(plan.to_load))

@@ -32,6 +32,8 @@ config_app = typer.Typer(help="Inspect the effective configuration.", no_args_is
 app.add_typer(config_app, name="config")
 benchmark_app = typer.Typer(help="Standard retrieval benchmarks.", no_args_is_help=True)
 app.add_typer(benchmark_app, name="benchmark")
+index_app = typer.Typer(help="Index versions: list, promote, roll back.", no_args_is_help=True)
+app.add_typer(index_app, name="index")
 
 ConfigOption = Annotated[
     Path | None,
@@ -303,11 +305,192 @@ def benchmark_beir(
     )
 
 
+@app.command()
+def reindex(
+    reason: Annotated[str, typer.Option(help="Why; recorded with the decision.")] = "manual",
+    paths: Annotated[
+        list[Path] | None, typer.Argument(help="Sources (default: lifecycle.sources).")
+    ] = None,
+    dataset: Annotated[
+        Path | None,
+        typer.Option(help="Golden set for the gate (default: lifecycle.golden_dataset)."),
+    ] = None,
+    force: Annotated[bool, typer.Option(help="Build even if the same target is live.")] = False,
+    deployment: Annotated[
+        bool,
+        typer.Option(
+            "--deployment",
+            help="Submit the deployed `reindex` flow to the configured Prefect server instead"
+            " of running it here.",
+        ),
+    ] = False,
+    config: ConfigOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Build a new index version, evaluate it against the live one, promote it if it is no worse.
+
+    The live version keeps answering while the candidate is built; a rejected or failed build
+    leaves it untouched. Re-running for a target already live (or being built) is a no-op.
+    """
+    settings = _settings(config, progress=not as_json)
+    parameters = {
+        "reason": reason,
+        "paths": [str(p) for p in paths] if paths else None,
+        "dataset": str(dataset) if dataset else None,
+        "force": force,
+        "config_file": str(config) if config else None,
+    }
+    if deployment:
+        if not settings.prefect.api_url:
+            raise typer.BadParameter("--deployment needs prefect.api_url (a Prefect server)")
+        from prefect.client.schemas.objects import FlowRun
+        from prefect.deployments import run_deployment
+
+        submitted = run_deployment("reindex/reindex", parameters={"request": parameters}, timeout=0)
+        if not isinstance(submitted, FlowRun):  # only the async API returns a coroutine
+            raise _fail(RagcycleError("run_deployment returned no flow run"))
+        result: dict[str, Any] = {"flow_run_id": str(submitted.id), "state": submitted.state_name}
+    else:
+        from flows.reindex import ReindexRequest
+        from flows.reindex import reindex as reindex_flow
+
+        try:
+            result = reindex_flow(ReindexRequest(**parameters))
+        except RagcycleError as exc:
+            raise _fail(exc) from None
+    if as_json:
+        typer.echo(json.dumps(result, default=_json_number))
+        return
+    console.print(f"[bold]{result.get('decision', result.get('state'))}[/bold]")
+    for reason_line in result.get("reasons", []):
+        console.print(f"  - {reason_line}")
+
+
+@app.command()
+def monitor(
+    dataset: Annotated[
+        Path | None, typer.Option(help="Golden set (default: lifecycle.golden_dataset).")
+    ] = None,
+    act: Annotated[
+        bool, typer.Option("--act/--no-act", help="Trigger a reindex when a check fails.")
+    ] = True,
+    config: ConfigOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Evaluate the live index; check thresholds, the drop against its baseline, corpus and query
+    drift; on a failed check, trigger the reindex (an event on a server, a direct run locally)."""
+    _settings(config, progress=not as_json)
+    from flows.monitor import MonitorRequest
+    from flows.monitor import monitor as monitor_flow
+
+    try:
+        result = monitor_flow(
+            MonitorRequest(
+                dataset=str(dataset) if dataset else None,
+                act=act,
+                config_file=str(config) if config else None,
+            )
+        )
+    except RagcycleError as exc:
+        raise _fail(exc) from None
+    if as_json:
+        typer.echo(json.dumps(result, default=_json_number))
+        return
+    console.print(f"[bold]{result['decision']}[/bold] (live version {result['live_version']})")
+    for reason_line in result["reasons"]:
+        console.print(f"  - {reason_line}")
+
+
+@app.command()
+def serve(config: ConfigOption = None) -> None:
+    """Serve the deployments (ingest, evaluate, monitor on its cron, reindex on quality drops)
+    from this process against the configured Prefect server, until interrupted."""
+    settings = _settings(config)
+    if not settings.prefect.api_url:
+        raise typer.BadParameter("serve needs a Prefect server: set prefect.api_url")
+    from prefect import serve as prefect_serve
+
+    from flows.deployments import build_deployments
+
+    prefect_serve(*build_deployments(settings, str(config) if config else None))
+
+
+@app.command()
+def status(config: ConfigOption = None, as_json: JsonOption = False) -> None:
+    """Live version, last evaluation and last lifecycle decision, from MLflow."""
+    settings = _settings(config)
+    registry = _registry(settings)
+    from tasks.tracking import latest_runs
+
+    live = registry.live()
+    report = {
+        "index": settings.chroma.collection,
+        "live": live.as_dict() if live else None,
+        **latest_runs(settings.mlflow_tracking_uri, settings.mlflow.experiment_prefix),
+    }
+    if as_json:
+        typer.echo(json.dumps(report, default=_json_number))
+        return
+    console.print_json(json.dumps(report, default=_json_number))
+
+
+def _registry(settings: Settings) -> Any:
+    from tasks.tracking import mlflow_client
+    from tasks.versions import VersionRegistry
+
+    mlflow_client(settings.mlflow_tracking_uri)
+    return VersionRegistry(settings.mlflow_tracking_uri, settings.chroma.collection)
+
+
+@index_app.command("list")
+def index_list(config: ConfigOption = None, as_json: JsonOption = False) -> None:
+    """Every version of the index, with its status and aliases (champion = live)."""
+    versions = [v.as_dict() for v in _registry(_settings(config)).versions()]
+    if as_json:
+        typer.echo(json.dumps(versions))
+        return
+    table = Table("version", "collection", "status", "aliases", "reason", title="index versions")
+    for v in versions:
+        table.add_row(
+            str(v["version"]),
+            v["collection"],
+            v["status"],
+            ",".join(v["aliases"]),
+            v.get("reason", ""),
+        )
+    console.print(table)
+
+
+@index_app.command("promote")
+def index_promote(
+    version: Annotated[int, typer.Argument(help="Version number to make live.")],
+    config: ConfigOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Make a version live by hand (the live one becomes `previous`)."""
+    try:
+        promoted = _registry(_settings(config)).promote(version)
+    except RagcycleError as exc:
+        raise _fail(exc) from None
+    typer.echo(json.dumps(promoted.as_dict()) if as_json else f"version {version} is live")
+
+
+@index_app.command("rollback")
+def index_rollback(config: ConfigOption = None, as_json: JsonOption = False) -> None:
+    """Make the previous version live again."""
+    try:
+        restored = _registry(_settings(config)).rollback()
+    except RagcycleError as exc:
+        raise _fail(exc) from None
+    typer.echo(json.dumps(restored.as_dict()) if as_json else f"version {restored.version} is live")
+
+
 def _json_number(value: Any) -> Any:
     return None if isinstance(value, float) else str(value)
 
 
 SAMPLE_CORPUS = Path(__file__).resolve().parent.parent / "samples" / "corpus"
+SAMPLE_GOLDEN = SAMPLE_CORPUS.parent / "golden.jsonl"
 
 
 @app.command()
@@ -315,30 +498,102 @@ def demo(
     corpus: Annotated[
         Path, typer.Option(help="Documents to use (default: the repository's sample corpus).")
     ] = SAMPLE_CORPUS,
+    dataset: Annotated[
+        Path, typer.Option(help="Golden set for the corpus.", dir_okay=False)
+    ] = SAMPLE_GOLDEN,
     config: ConfigOption = None,
 ) -> None:
-    """Walk through ragcycle on embedded defaults: no server needed.
+    """Walk the whole lifecycle on embedded defaults (no server needed).
 
-    Ingests the sample corpus (three of its PDFs are deliberately unusable, to show how bad input
-    is reported), then ingests it again to show that nothing unchanged is redone.
+    1. build and promote the first index version, 2. evaluate it (MLflow), 3. add a document the
+    golden set asks about, 4. the monitor notices the corpus drift and 5. triggers a reindex that
+    is evaluated against the live version and promoted, 6. the evaluation recovers. Ends with a
+    plot of the gate metrics and the commands that open the MLflow and Prefect UIs on this data.
     """
     if not corpus.is_dir():
         raise typer.BadParameter(f"corpus folder {corpus} does not exist")
     settings = _settings(config)
-    from flows.ingest import IngestRequest
-    from flows.ingest import ingest as ingest_flow
+    import shutil
 
-    request = IngestRequest(paths=[str(corpus)], config_file=str(config) if config else None)
-    console.rule("[bold]1. Ingest the corpus")
-    _print_ingest_report(ingest_flow(request))
-    console.rule("[bold]2. Ingest again: unchanged files are skipped")
-    _print_ingest_report(ingest_flow(request))
-    console.rule("[bold]Where to look")
-    console.print(
-        f"Chroma store: {settings.chroma.url or settings.chroma_path}\n"
-        f"Prefect UI:   PREFECT_HOME={settings.prefect_home} {_bin('prefect')} server start"
-        " --host 127.0.0.1  (then http://127.0.0.1:4200)"
+    from flows.evaluate import EvaluateRequest, evaluate
+    from flows.monitor import MonitorRequest, monitor
+    from flows.reindex import ReindexRequest, reindex
+    from tasks.tracking import plot_metric_history
+
+    workdir = settings.data_dir.resolve() / "demo"
+    live_corpus, held_back = workdir / "corpus", workdir / "held-back"
+    shutil.rmtree(workdir, ignore_errors=True)
+    shutil.copytree(corpus, live_corpus)
+    held_back.mkdir(parents=True)
+    moved = _hold_back_one(live_corpus, held_back, dataset)
+    overrides: dict[str, Any] = {
+        "lifecycle": {"sources": [str(live_corpus)], "golden_dataset": str(dataset)},
+        "chroma": {"collection": "demo"},
+    }
+    config_file = str(config) if config else None
+
+    def show(title: str, metrics: dict[str, Any]) -> None:
+        keys = ("hit_rate_at_5", "mrr", "answer_similarity", "abstained_when_unanswerable")
+        console.print(f"{title}: " + ", ".join(f"{k} {metrics[k]:.3f}" for k in keys))
+
+    console.rule(f"[bold]1. First index version (without {moved.name})")
+    first = reindex(
+        ReindexRequest(
+            reason="demo: initial build", force=True, config_file=config_file, overrides=overrides
+        )
     )
+    console.print(f"decision: {first['decision']} (version {first.get('version')})")
+    console.rule("[bold]2. Evaluate the live version (logged to MLflow)")
+    before = evaluate(
+        EvaluateRequest(dataset=str(dataset), config_file=config_file, overrides=overrides)
+    )
+    show("before", before["metrics"])
+    console.rule(f"[bold]3. The corpus changes: {moved.name} arrives")
+    shutil.move(str(held_back / moved.name), moved)
+    console.rule("[bold]4-5. The monitor notices and triggers the reindex")
+    checked = monitor(MonitorRequest(config_file=config_file, overrides=overrides))
+    console.print(f"monitor: {checked['decision']}: " + "; ".join(checked["reasons"]))
+    triggered = checked.get("triggered") or {}
+    console.print(f"reindex: {triggered.get('decision')} (version {triggered.get('version')})")
+    console.rule("[bold]6. Evaluate again")
+    after = evaluate(
+        EvaluateRequest(dataset=str(dataset), config_file=config_file, overrides=overrides)
+    )
+    show("before", before["metrics"])
+    show("after ", after["metrics"])
+    plot = plot_metric_history(
+        settings.mlflow_tracking_uri,
+        after["experiment"],
+        ["hit_rate_at_5", "mrr", "answer_similarity"],
+        workdir / "gate_metrics.png",
+    )
+    console.rule("[bold]Where to look")
+    data_dir = settings.data_dir.resolve()
+    console.print(
+        f"Plot of the gate metrics: {plot}\n"
+        f"MLflow UI:  {_bin('mlflow')} ui --backend-store-uri {settings.mlflow_tracking_uri}"
+        f" --host 127.0.0.1 --port 5000   (http://127.0.0.1:5000)\n"
+        f"Prefect UI: PREFECT_HOME={settings.prefect_home} {_bin('prefect')} server start"
+        " --host 127.0.0.1   (http://127.0.0.1:4200)\n"
+        f"Index versions: {_bin('ragcycle')} index list   (data in {data_dir})"
+    )
+
+
+def _hold_back_one(corpus: Path, held_back: Path, dataset: Path) -> Path:
+    """Move out the document most golden questions cite, so adding it back shows a recovery."""
+    from collections import Counter
+
+    cited: Counter[str] = Counter()
+    for line in dataset.read_text().splitlines():
+        if line.strip():
+            cited.update(json.loads(line).get("expected_sources") or [])
+    for name, _ in cited.most_common():
+        matches = sorted(corpus.rglob(name))
+        if matches:
+            target = matches[0]
+            target.rename(held_back / target.name)
+            return target
+    raise typer.BadParameter(f"no document of {corpus} is cited by {dataset}")
 
 
 def _bin(name: str) -> str:

@@ -28,8 +28,10 @@ __all__ = [
     "ChunkingSettings",
     "EmbeddingSettings",
     "EvaluationSettings",
+    "GateRule",
     "GenerationSettings",
     "IngestSettings",
+    "LifecycleSettings",
     "MlflowSettings",
     "PrefectSettings",
     "Price",
@@ -98,6 +100,9 @@ class EmbeddingSettings(BaseModel):
     device: str = Field("cpu", description="torch device")
     normalize: bool = True
     cache: bool = Field(True, description="reuse embeddings of unchanged text across runs")
+    cache_path: Path | None = Field(
+        None, description="embedding cache file (default: <data_dir>/cache/embeddings.sqlite)"
+    )
 
 
 class ChunkingSettings(BaseModel):
@@ -207,6 +212,45 @@ class EvaluationSettings(BaseModel):
     )
 
 
+class GateRule(BaseModel):
+    """How much a metric may fall below the live version's before a candidate is rejected."""
+
+    tolerance: float = Field(0.02, ge=0)
+
+
+class LifecycleSettings(BaseModel):
+    """Index versions, the quality gate, and the monitor's checks."""
+
+    sources: list[Path] = Field(
+        default_factory=list, description="files/folders the index mirrors (reindex, drift)"
+    )
+    golden_dataset: Path | None = Field(None, description="golden JSONL the gate evaluates")
+    gate: dict[str, GateRule] = Field(
+        default_factory=lambda: {
+            "hit_rate_at_{k}": GateRule(tolerance=0.02),
+            "mrr": GateRule(tolerance=0.03),
+            "answer_similarity": GateRule(tolerance=0.03),
+        },
+        description="metric (``{k}`` filled in) -> allowed drop against the live version",
+    )
+    thresholds: dict[str, float] = Field(
+        default_factory=lambda: {"hit_rate_at_{k}": 0.5},
+        description="absolute minimums every promoted or monitored version must reach",
+    )
+    retention: int = Field(3, ge=2, description="index versions kept (live and previous always)")
+    build_timeout_minutes: float = Field(
+        120, gt=0, description="a build older than this (on another host) counts as abandoned"
+    )
+    monitor_cron: str = Field("0 3 * * *", description="when the deployed monitor runs")
+    baseline_runs: int = Field(
+        5, ge=1, description="the baseline is the median of this many past evaluations"
+    )
+    query_window: int = Field(200, ge=1, description="recent logged queries checked for drift")
+    query_drift_max_share: float = Field(
+        0.3, ge=0, le=1, description="max share of recent queries retrieving nothing close"
+    )
+
+
 class MlflowSettings(BaseModel):
     """Experiment tracking; a SQLite store under the data dir unless a tracking URI is given."""
 
@@ -243,6 +287,7 @@ class Settings(BaseSettings):
     retrieval: RetrievalSettings = RetrievalSettings()
     generation: GenerationSettings = GenerationSettings()
     evaluation: EvaluationSettings = EvaluationSettings()
+    lifecycle: LifecycleSettings = LifecycleSettings()
     mlflow: MlflowSettings = MlflowSettings()
     prefect: PrefectSettings = PrefectSettings()
 
@@ -269,6 +314,10 @@ class Settings(BaseSettings):
     @property
     def cache_dir(self) -> Path:
         return (self.data_dir / "cache").resolve()
+
+    @property
+    def embedding_cache_path(self) -> Path:
+        return (self.embedding.cache_path or self.cache_dir / "embeddings.sqlite").resolve()
 
     @property
     def mlflow_tracking_uri(self) -> str:

@@ -433,3 +433,14 @@ def load_beir_corpus(folder: Path) -> list[Document]:
 def load_beir_corpus_task(folder: str) -> list[Document]:
     """Prefect edge of :func:`load_beir_corpus`."""
     return load_beir_corpus(Path(folder))
+
+
+def hash_sources(sources: Sequence[SourceFile]) -> dict[str, str]:
+    """Content hash of every readable source, by document id (unreadable files are left out)."""
+    hashes: dict[str, str] = {}
+    for source in sources:
+        try:
+            hashes[source.doc_id] = file_content_hash(source.path.read_bytes())
+        except OSError:
+            continue
+    return hashes

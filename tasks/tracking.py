@@ -403,3 +403,159 @@ def publish_evaluation(
     create_markdown_artifact(
         key=_artifact_key(key), markdown=evaluation_markdown(title, metrics, ci), description=title
     )
+
+
+def log_lifecycle_decision(
+    *,
+    tracking_uri: str,
+    artifact_location: str,
+    experiment: str,
+    decision: str,
+    reasons: list[str],
+    params: dict[str, Any],
+    table: list[dict[str, Any]],
+) -> str:
+    """One MLflow run per lifecycle decision (promote / reject / no-op / ok / reindex)."""
+    import mlflow
+
+    experiment_id = ensure_experiment(experiment, artifact_location, tracking_uri)
+    with mlflow.start_run(experiment_id=experiment_id, run_name=decision) as run:
+        mlflow.set_tags({"ragcycle.kind": "lifecycle", "decision": decision, **prefect_run_tags()})
+        mlflow.log_params({k: str(v)[:6000] for k, v in params.items()})
+        for row in table:
+            for column in ("candidate", "live", "value"):
+                value = row.get(column)
+                if isinstance(value, float) and _finite(value):
+                    mlflow.log_metric(f"{column}.{row['metric']}", value)
+        mlflow.log_dict({"decision": decision, "reasons": reasons, "table": table}, "decision.json")
+        return str(run.info.run_id)
+
+
+def decision_markdown(
+    title: str, decision: str, reasons: list[str], table: list[dict[str, Any]]
+) -> str:
+    lines = [f"# {title}", "", f"**Decision: {decision}**", ""]
+    lines += [f"- {reason}" for reason in reasons] or ["- all checks passed"]
+    if table:
+        lines += ["", "| metric | candidate | live | verdict |", "|---|---:|---:|---|"]
+        for row in table:
+            lines.append(
+                f"| {row['metric']} | {row.get('candidate', float('nan')):.4f} |"
+                f" {row.get('live', float('nan')):.4f} | {row.get('verdict', '')} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+@task(name="record-decision", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[2, 10])
+def record_decision_task(
+    tracking_uri: str,
+    artifact_location: str,
+    experiment: str,
+    title: str,
+    decision: str,
+    reasons: list[str],
+    params: dict[str, Any],
+    table: list[dict[str, Any]],
+) -> str:
+    """The decision as an MLflow run and a Markdown artifact on the flow run."""
+    run_id = log_lifecycle_decision(
+        tracking_uri=tracking_uri,
+        artifact_location=artifact_location,
+        experiment=experiment,
+        decision=decision,
+        reasons=reasons,
+        params=params,
+        table=table,
+    )
+    create_markdown_artifact(
+        key=_artifact_key(f"decision-{experiment}"),
+        markdown=decision_markdown(title, decision, reasons, table),
+        description=title,
+    )
+    return run_id
+
+
+def latest_runs(tracking_uri: str, prefix: str) -> dict[str, Any]:
+    """The newest evaluation run and lifecycle decision, for ``ragcycle status``."""
+    client = mlflow_client(tracking_uri)
+    experiments = [e for e in client.search_experiments() if e.name.startswith(prefix)]
+    ids = [e.experiment_id for e in experiments]
+    found: dict[str, Any] = {"last_evaluation": None, "last_decision": None}
+    if not ids:
+        return found
+    for key, kind in (("last_evaluation", "evaluation"), ("last_decision", "lifecycle")):
+        runs = client.search_runs(
+            ids,
+            filter_string=f"tags.`ragcycle.kind` = '{kind}'",
+            order_by=["attributes.start_time DESC"],
+            max_results=1,
+        )
+        if runs:
+            run = runs[0]
+            found[key] = {
+                "run_id": run.info.run_id,
+                "decision": run.data.tags.get("decision"),
+                "collection": run.data.tags.get("ragcycle.collection"),
+                "metrics": dict(run.data.metrics),
+                "params": {k: v for k, v in run.data.params.items() if k in {"drift", "reason"}},
+            }
+    return found
+
+
+def _run_label(tags: dict[str, str]) -> str:
+    role = tags.get("ragcycle.role")
+    collection = tags.get("ragcycle.collection", "?")
+    return f"{collection} ({role})" if role else collection
+
+
+def plot_metric_history(
+    tracking_uri: str, experiment: str, metrics: list[str], path: Path
+) -> Path | None:
+    """A PNG of metrics over the evaluation runs of an experiment, oldest first, with each run's
+    index collection as the x label; also logged to MLflow on a small run of its own."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import mlflow
+
+    client = mlflow_client(tracking_uri)
+    found = client.get_experiment_by_name(experiment)
+    if found is None:
+        return None
+    runs = list(
+        reversed(
+            client.search_runs(
+                [found.experiment_id],
+                filter_string="tags.`ragcycle.kind` = 'evaluation'",
+                order_by=["attributes.start_time DESC"],
+                max_results=50,
+            )
+        )
+    )
+    if not runs:
+        return None
+    figure, axis = plt.subplots(figsize=(9, 4.5))
+    positions = list(range(1, len(runs) + 1))
+    for name in metrics:
+        axis.plot(
+            positions,
+            [r.data.metrics.get(name, float("nan")) for r in runs],
+            marker="o",
+            label=name,
+        )
+    axis.set_xticks(positions)
+    axis.set_xticklabels([_run_label(r.data.tags) for r in runs], rotation=30, ha="right")
+    axis.set_ylim(0, 1.05)
+    axis.set_ylabel("score")
+    axis.set_title(f"{experiment}: gate metrics per evaluation run")
+    axis.grid(alpha=0.3)
+    axis.legend(loc="lower right")
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+    with mlflow.start_run(experiment_id=found.experiment_id, run_name="metric-history"):
+        mlflow.set_tag("ragcycle.kind", "plot")
+        mlflow.log_artifact(str(path))
+    return path

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import tempfile
@@ -17,6 +18,13 @@ from ragcycle.settings import Settings, load_settings
 REPO = Path(__file__).resolve().parent.parent
 SAMPLES = REPO / "samples" / "corpus"
 SHARED = REPO.parent / "shared"
+SHARED_CACHE_VARIABLE = "RAGCYCLE_EMBEDDING__CACHE_PATH"
+
+
+def own_cache_env(**extra: str) -> dict[str, str]:
+    """The environment for a subprocess that must embed for itself (no session-wide cache)."""
+    env = {key: value for key, value in os.environ.items() if key != SHARED_CACHE_VARIABLE}
+    return {**env, **extra}
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -24,6 +32,9 @@ def pytest_configure(config: pytest.Config) -> None:
     home = Path(tempfile.mkdtemp(prefix="ragcycle-tests-"))
     config.stash[_HOME] = home
     configure_environment(load_settings(data_dir=home, progress=False), override=True)
+    # One embedding cache for the session: the sample corpus is embedded once, not per test.
+    # Tests that count embeddings or kill a run mid-embedding remove it from their subprocesses.
+    os.environ[SHARED_CACHE_VARIABLE] = str(home / "shared-embeddings.sqlite")
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 import signal
 import sqlite3
@@ -16,7 +15,7 @@ import pytest
 
 from flows.ingest import IngestRequest, ingest
 from tasks.indexing import open_index
-from tests.conftest import SAMPLES, make_settings
+from tests.conftest import SAMPLES, make_settings, own_cache_env
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_harness")]
 
@@ -38,7 +37,7 @@ def config(tmp_path: Path, data: Path) -> Path:
 
 
 def start_ingest(corpus: Path, config_file: Path, prefect_home: Path) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "PREFECT_HOME": str(prefect_home)}
+    env = own_cache_env(PREFECT_HOME=str(prefect_home))
     command = [
         sys.executable,
         "-m",

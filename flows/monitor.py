@@ -1,0 +1,147 @@
+"""The ``monitor`` flow: evaluate the live index, check thresholds, baseline and drift, and ask
+for a reindex when something is off — through a Prefect event that the ``reindex`` deployment's
+trigger answers on a server, or by running ``reindex`` directly when no server is configured."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, get_run_logger
+from prefect.events import emit_event
+from pydantic import BaseModel, Field
+
+from flows.evaluate import EvaluateRequest, evaluate
+from flows.reindex import ReindexRequest, reindex
+from ragcycle.errors import ConfigError
+from ragcycle.runtime import configure_environment
+from ragcycle.settings import load_settings
+from tasks.indexing import open_index
+from tasks.loading import discover_sources, hash_sources
+from tasks.monitoring import baseline_metrics, corpus_drift, query_drift, run_checks_task
+from tasks.tracking import QueryLog, mlflow_client, record_decision_task
+from tasks.versions import VersionRegistry
+
+__all__ = ["QUALITY_DROPPED", "MonitorRequest", "monitor"]
+
+QUALITY_DROPPED = "ragcycle.quality.dropped"
+
+
+class MonitorRequest(BaseModel):
+    """What to watch; defaults come from ``lifecycle`` settings."""
+
+    dataset: str | None = None
+    paths: list[str] | None = None
+    act: bool = Field(True, description="on a failed check, trigger the reindex")
+    config_file: str | None = None
+    overrides: dict[str, Any] = Field(default_factory=dict)
+
+
+def index_resource(index_name: str) -> dict[str, str]:
+    """The Prefect event resource for one logical index (what triggers match on)."""
+    return {
+        "prefect.resource.id": f"ragcycle.index.{index_name}",
+        "prefect.resource.name": index_name,
+    }
+
+
+@flow(name="monitor")
+def monitor(request: MonitorRequest) -> dict[str, Any]:
+    """Check the live version; emit ``ragcycle.quality.dropped`` with the reasons if it fails."""
+    logger = get_run_logger()
+    settings = load_settings(request.config_file, **request.overrides)
+    configure_environment(settings)
+    mlflow_client(settings.mlflow_tracking_uri)
+    life = settings.lifecycle
+    dataset = request.dataset or (str(life.golden_dataset) if life.golden_dataset else None)
+    paths = request.paths or [str(p) for p in life.sources]
+    if dataset is None or not paths:
+        raise ConfigError("the monitor needs lifecycle.golden_dataset and lifecycle.sources")
+    registry = VersionRegistry(settings.mlflow_tracking_uri, settings.chroma.collection)
+    live = registry.live()
+    collection = live.collection if live else settings.chroma.collection
+    k = settings.retrieval.k
+
+    result = evaluate(
+        EvaluateRequest(
+            dataset=dataset,
+            collection=collection,
+            config_file=request.config_file,
+            overrides=request.overrides,
+            tags={"ragcycle.role": "monitor"},
+        )
+    )
+    tolerances = {n.format(k=k): rule.tolerance for n, rule in life.gate.items()}
+    thresholds = {n.format(k=k): value for n, value in life.thresholds.items()}
+    baseline = baseline_metrics(
+        settings.mlflow_tracking_uri,
+        result["experiment"],
+        list(tolerances),
+        life.baseline_runs,
+        result["run_id"],
+    )
+    files = hash_sources(discover_sources([Path(p) for p in paths], settings.ingest.extensions))
+    states = open_index(settings, collection, create=False).document_states()
+    drift = corpus_drift(
+        files,
+        states,
+        built_snapshot=live.tags.get("corpus_snapshot") if live else None,
+        unindexed=json.loads(live.tags.get("unindexed", "[]")) if live else [],
+    )
+    queries = QueryLog(settings.data_dir / "query_log.sqlite").recent(life.query_window)
+    checks = run_checks_task(
+        result["metrics"],
+        thresholds,
+        tolerances,
+        baseline,
+        drift,
+        query_drift(queries, settings.generation.min_score),
+        life.query_drift_max_share,
+    )
+    params = {
+        "collection": collection,
+        "live_version": live.version if live else None,
+        "evaluation_run": result["run_id"],
+        "drift": checks.drift,
+    }
+    record_decision_task(
+        settings.mlflow_tracking_uri,
+        settings.mlflow_artifact_location,
+        f"{settings.mlflow.experiment_prefix}-lifecycle",
+        f"Monitor of {settings.chroma.collection}",
+        checks.decision,
+        checks.reasons,
+        params,
+        checks.table,
+    )
+    logger.info("Monitor decision: %s %s", checks.decision, checks.reasons)
+    triggered: dict[str, Any] | None = None
+    if checks.reasons and request.act:
+        reason = "; ".join(checks.reasons)
+        if settings.prefect.api_url:
+            emit_event(
+                event=QUALITY_DROPPED,
+                resource=index_resource(settings.chroma.collection),
+                payload={"reason": reason, "reasons": checks.reasons},
+            )
+            triggered = {"event": QUALITY_DROPPED}
+        else:
+            triggered = reindex(
+                ReindexRequest(
+                    reason=f"monitor: {reason}",
+                    paths=paths,
+                    dataset=dataset,
+                    config_file=request.config_file,
+                    overrides=request.overrides,
+                )
+            )
+    return {
+        "decision": checks.decision,
+        "reasons": checks.reasons,
+        "metrics": result["metrics"],
+        "baseline": baseline,
+        "drift": checks.drift,
+        "live_version": live.version if live else None,
+        "triggered": triggered,
+    }

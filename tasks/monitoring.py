@@ -1,0 +1,165 @@
+"""Monitoring: is the live index still good? Thresholds, drop against a baseline, and drift.
+
+- Quality: the live version's fresh evaluation against absolute thresholds, and against the
+  median of its recent evaluations in MLflow (a median shrugs off one odd run).
+- Corpus drift: files added, changed or removed since the live version was built, from the
+  index's own records (each chunk carries its document's content hash).
+- Query drift: the share of recently logged questions whose best retrieval score is under the
+  answer threshold: users asking about things the index does not cover.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from tasks.indexing import DocumentState
+
+__all__ = ["CheckResult", "baseline_metrics", "corpus_drift", "query_drift", "run_checks"]
+
+
+@dataclass
+class CheckResult:
+    """The monitor's verdict with every figure behind it."""
+
+    reasons: list[str] = field(default_factory=list)
+    table: list[dict[str, Any]] = field(default_factory=list)
+    drift: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def decision(self) -> str:
+        return "reindex" if self.reasons else "ok"
+
+
+def corpus_drift(
+    current: Mapping[str, str],
+    states: Mapping[str, DocumentState],
+    *,
+    built_snapshot: str | None = None,
+    unindexed: Sequence[str] = (),
+) -> dict[str, int]:
+    """Documents added, changed and removed between the files and what the index holds.
+
+    With the snapshot recorded when the live version was built, an unchanged corpus reports no
+    drift even though some of its files (``unindexed``: corrupt, image-only) never made it in.
+    """
+    from tasks.versions import corpus_snapshot
+
+    if built_snapshot is not None and corpus_snapshot(current) == built_snapshot:
+        return {"added": 0, "changed": 0, "removed": 0}
+    skipped = set(unindexed)
+    indexed = {doc_id: set(state.chunks_by_hash) for doc_id, state in states.items()}
+    added = sum(1 for doc_id in current if doc_id not in indexed and doc_id not in skipped)
+    changed = sum(
+        1 for doc_id, digest in current.items() if doc_id in indexed and indexed[doc_id] != {digest}
+    )
+    removed = sum(1 for doc_id in indexed if doc_id not in current)
+    drift = {"added": added, "changed": changed, "removed": removed}
+    if built_snapshot is not None and not any(drift.values()):
+        drift["changed"] = 1  # a file that never indexed changed: worth another try
+    return drift
+
+
+def query_drift(records: Sequence[Mapping[str, Any]], min_score: float) -> dict[str, float]:
+    """Share of logged queries whose best retrieval score is under ``min_score``."""
+    scores = [float(r["best_score"]) for r in records if r.get("best_score") is not None]
+    if not scores:
+        return {"queries": 0, "low_score_share": math.nan}
+    low = sum(1 for score in scores if score < min_score)
+    return {"queries": len(scores), "low_score_share": low / len(scores)}
+
+
+def baseline_metrics(
+    tracking_uri: str, experiment: str, metrics: Sequence[str], runs: int, exclude_run: str | None
+) -> dict[str, float]:
+    """Median of each metric over the last ``runs`` evaluation runs of an experiment."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=tracking_uri)
+    found = client.get_experiment_by_name(experiment)
+    if found is None:
+        return {}
+    found_runs = client.search_runs(
+        [found.experiment_id],
+        filter_string="tags.`ragcycle.kind` = 'evaluation'",
+        order_by=["attributes.start_time DESC"],
+        max_results=runs + 1,
+    )
+    history = [run for run in found_runs if run.info.run_id != exclude_run][:runs]
+    baseline: dict[str, float] = {}
+    for name in metrics:
+        values = [run.data.metrics[name] for run in history if name in run.data.metrics]
+        if values:
+            baseline[name] = float(statistics.median(values))
+    return baseline
+
+
+def run_checks(
+    metrics: Mapping[str, float],
+    *,
+    thresholds: Mapping[str, float],
+    tolerances: Mapping[str, float],
+    baseline: Mapping[str, float],
+    corpus: Mapping[str, int],
+    queries: Mapping[str, float],
+    query_max_share: float,
+) -> CheckResult:
+    """Every check of the monitor; any failed one asks for a reindex."""
+    result = CheckResult(drift={"corpus": dict(corpus), "queries": dict(queries)})
+    for name in sorted(set(thresholds) | set(tolerances)):
+        value = float(metrics.get(name, math.nan))
+        base = baseline.get(name, math.nan)
+        verdict = "ok"
+        if name in thresholds and not value >= thresholds[name]:
+            verdict = "below threshold"
+            result.reasons.append(f"{name} {value:.4f} is below the threshold {thresholds[name]}")
+        if name in tolerances and not math.isnan(base) and base - value > tolerances[name]:
+            verdict = "dropped"
+            result.reasons.append(
+                f"{name} dropped from a baseline of {base:.4f} to {value:.4f}"
+                f" (tolerance {tolerances[name]})"
+            )
+        result.table.append(
+            {"metric": name, "value": value, "live": base, "candidate": value, "verdict": verdict}
+        )
+    changed = {kind: count for kind, count in corpus.items() if count}
+    if changed:
+        result.reasons.append(
+            "corpus changed since the live version was built: "
+            + ", ".join(f"{count} {kind}" for kind, count in changed.items())
+        )
+    share = queries.get("low_score_share", math.nan)
+    if not math.isnan(share) and share > query_max_share:
+        result.reasons.append(
+            f"query drift: {share:.0%} of the last {int(queries['queries'])} questions found"
+            f" nothing close (max {query_max_share:.0%})"
+        )
+    return result
+
+
+@task(name="run-checks", cache_policy=NO_CACHE)
+def run_checks_task(
+    metrics: dict[str, float],
+    thresholds: dict[str, float],
+    tolerances: dict[str, float],
+    baseline: dict[str, float],
+    corpus: dict[str, int],
+    queries: dict[str, float],
+    query_max_share: float,
+) -> CheckResult:
+    """Prefect edge of :func:`run_checks`."""
+    return run_checks(
+        metrics,
+        thresholds=thresholds,
+        tolerances=tolerances,
+        baseline=baseline,
+        corpus=corpus,
+        queries=queries,
+        query_max_share=query_max_share,
+    )

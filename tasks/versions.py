@@ -1,0 +1,273 @@
+"""Index versions: blue/green Chroma collections with a live pointer kept in MLflow's registry.
+
+Chroma has no collection aliases and cannot rename onto an existing name, so the live pointer is
+a record, not a rename: each index version is a model version of the registered model
+``ragcycle-index-<name>`` whose source is ``chroma://<collection>``, and the ``champion`` alias
+marks the live one (``previous`` the one before, for rollback). Moving an alias is a single
+write, so readers see the old or the new version, never a mix; MLflow shows every version with
+its tags (collection, embedding model, chunking, corpus snapshot, the run that built it).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import socket
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from ragcycle.errors import ConfigError, IndexStoreError
+
+__all__ = ["IndexVersion", "VersionRegistry", "corpus_snapshot", "target_key"]
+
+CHAMPION = "champion"
+PREVIOUS = "previous"
+
+
+@dataclass(frozen=True)
+class IndexVersion:
+    """One built (or building) index version."""
+
+    version: int
+    collection: str
+    status: str
+    tags: Mapping[str, str] = field(default_factory=dict)
+    aliases: tuple[str, ...] = ()
+
+    @property
+    def target(self) -> str:
+        return self.tags.get("target", "")
+
+    @property
+    def live(self) -> bool:
+        return CHAMPION in self.aliases
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "version": self.version,
+            "collection": self.collection,
+            "status": self.status,
+            "aliases": list(self.aliases),
+            **{k: v for k, v in self.tags.items() if k != "status"},
+        }
+
+
+def corpus_snapshot(documents: Mapping[str, str]) -> str:
+    """Hash of (document id, content hash) pairs: equal iff the corpus is the same."""
+    payload = json.dumps(sorted(documents.items()))
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def target_key(snapshot: str, config: Mapping[str, Any]) -> str:
+    """What a build produces: a corpus snapshot under an index configuration."""
+    payload = json.dumps({"corpus": snapshot, "config": config}, sort_keys=True, default=str)
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+class VersionRegistry:
+    """Index versions of one logical index, recorded in the MLflow model registry."""
+
+    def __init__(self, tracking_uri: str, index_name: str) -> None:
+        from mlflow import MlflowClient
+
+        self.index_name = index_name
+        self.model_name = f"ragcycle-index-{index_name}"
+        self.client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+
+    def _ensure_model(self) -> None:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            self.client.get_registered_model(self.model_name)
+        except MlflowException:
+            try:
+                self.client.create_registered_model(
+                    self.model_name,
+                    tags={"ragcycle.kind": "index"},
+                    description=f"Versions of the ragcycle index {self.index_name!r}: each"
+                    " version's source is the Chroma collection holding it; alias 'champion'"
+                    " is live.",
+                )
+            except MlflowException as exc:
+                if "already exists" not in str(exc).lower():
+                    raise ConfigError(
+                        f"the MLflow store cannot record index versions: {exc}"
+                    ) from None
+
+    def versions(self) -> list[IndexVersion]:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            found = self.client.search_model_versions(f"name = '{self.model_name}'")
+            aliases = dict(self.client.get_registered_model(self.model_name).aliases or {})
+        except MlflowException:
+            return []
+        by_version: dict[int, list[str]] = {}
+        for alias, number in aliases.items():
+            by_version.setdefault(int(number), []).append(alias)
+        return sorted(
+            (self._convert(v, by_version.get(int(v.version), [])) for v in found),
+            key=lambda v: v.version,
+        )
+
+    def _convert(self, model_version: Any, aliases: Iterable[str] | None = None) -> IndexVersion:
+        # search_model_versions leaves aliases out; the registered model has them.
+        tags = dict(model_version.tags or {})
+        return IndexVersion(
+            version=int(model_version.version),
+            collection=str(model_version.source).removeprefix("chroma://"),
+            status=tags.get("status", "unknown"),
+            tags=tags,
+            aliases=tuple(sorted(aliases if aliases is not None else model_version.aliases or ())),
+        )
+
+    def get(self, version: int) -> IndexVersion:
+        for candidate in self.versions():
+            if candidate.version == version:
+                return candidate
+        raise ConfigError(f"index {self.index_name!r} has no version {version}")
+
+    def by_alias(self, alias: str) -> IndexVersion | None:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            found = self.client.get_model_version_by_alias(self.model_name, alias)
+        except MlflowException:
+            return None
+        return self._convert(found)
+
+    def live(self) -> IndexVersion | None:
+        return self.by_alias(CHAMPION)
+
+    def next_collection(self) -> tuple[int, str]:
+        """The collection name a new version will use (numbers are never reused)."""
+        highest = max((v.version for v in self.versions()), default=0)
+        return highest + 1, f"{self.index_name}__v{highest + 1}"
+
+    def register(
+        self, collection: str, tags: Mapping[str, str], run_id: str | None = None
+    ) -> IndexVersion:
+        """Record a new version in state ``building``; it is not live until promoted."""
+        self._ensure_model()
+        model_version = self.client.create_model_version(
+            self.model_name,
+            source=f"chroma://{collection}",
+            run_id=run_id,
+            tags={
+                **tags,
+                "status": "building",
+                "collection": collection,
+                "host": socket.gethostname(),
+                "pid": str(os.getpid()),
+                "started_at": f"{time.time():.0f}",
+            },
+            description=f"Chroma collection {collection}",
+        )
+        return self._convert(model_version)
+
+    def set_status(self, version: int, status: str, **tags: str) -> None:
+        for key, value in {"status": status, **tags}.items():
+            self.client.set_model_version_tag(self.model_name, str(version), key, value)
+
+    def promote(self, version: int) -> IndexVersion:
+        """Make ``version`` live; the live one becomes ``previous``. One alias write each."""
+        chosen = self.get(version)
+        if chosen.status not in {"ready", "live", "retired"}:
+            raise ConfigError(f"version {version} is {chosen.status}, not a ready index")
+        current = self.live()
+        if current is not None and current.version == version:
+            return chosen
+        if current is not None:
+            self.client.set_registered_model_alias(self.model_name, PREVIOUS, str(current.version))
+        self.client.set_registered_model_alias(self.model_name, CHAMPION, str(version))
+        self.set_status(version, "live", promoted_at=f"{time.time():.0f}")
+        if current is not None:
+            self.set_status(current.version, "retired")
+        return self.get(version)
+
+    def rollback(self) -> IndexVersion:
+        """Swap ``champion`` and ``previous``."""
+        previous = self.by_alias(PREVIOUS)
+        if previous is None:
+            raise ConfigError(f"index {self.index_name!r} has no previous version to roll back to")
+        return self.promote(previous.version)
+
+    def building_alive(self, version: IndexVersion, timeout_seconds: float) -> bool:
+        """Whether a ``building`` version is still being built by a live process.
+
+        On this host the builder's pid tells; elsewhere a build is presumed alive until the
+        timeout, after which it counts as abandoned.
+        """
+        started = float(version.tags.get("started_at", "0") or 0)
+        if time.time() - started > timeout_seconds:
+            return False
+        if version.tags.get("host") == socket.gethostname():
+            return _pid_alive(int(version.tags.get("pid", "0") or 0))
+        return True
+
+    def expired(self, keep: int) -> list[IndexVersion]:
+        """Versions beyond the retention count, never the live or previous one."""
+        protected = {CHAMPION, PREVIOUS}
+        finished = [
+            v for v in self.versions() if not protected & set(v.aliases) and v.status != "building"
+        ]
+        return finished[: max(0, len(finished) - keep)]
+
+    def delete(self, versions: Iterable[IndexVersion], drop_collection: Any) -> list[int]:
+        """Drop the collections of ``versions`` and mark them deleted."""
+        deleted = []
+        for version in versions:
+            try:
+                drop_collection(version.collection)
+            except IndexStoreError:
+                continue
+            self.set_status(version.version, "deleted")
+            deleted.append(version.version)
+        return deleted
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def pending_build(
+    registry: VersionRegistry, target: str, timeout_seconds: float
+) -> tuple[str, IndexVersion] | None:
+    """Why building ``target`` now would be redundant: already live, or already being built."""
+    live = registry.live()
+    if live is not None and live.target == target:
+        return "already live", live
+    for version in registry.versions():
+        if version.status == "building" and version.target == target:
+            if registry.building_alive(version, timeout_seconds):
+                return "already being built", version
+            registry.set_status(version.version, "failed", failure="abandoned build")
+    return None
+
+
+def resolve_collection(settings: Any, explicit: str | None = None) -> str:
+    """The collection to read: the one asked for, else the live version, else the plain name."""
+    if explicit:
+        return explicit
+    live = VersionRegistry(settings.mlflow_tracking_uri, settings.chroma.collection).live()
+    return live.collection if live is not None else str(settings.chroma.collection)
+
+
+def index_config(settings: Any) -> dict[str, Any]:
+    """The settings that change what an index holds (not how it is queried)."""
+    return {
+        "embedding_model": settings.embedding.model_name,
+        "chunking": settings.chunking.model_dump(mode="json"),
+        "extensions": sorted(settings.ingest.extensions),
+    }

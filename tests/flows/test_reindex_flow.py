@@ -1,0 +1,162 @@
+from __future__ import annotations
+
+import json
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from flows.ask import Asker
+from flows.reindex import ReindexRequest, reindex
+from ragcycle.cli import app
+from tasks.indexing import open_chroma_client
+from tasks.versions import VersionRegistry
+from tests.conftest import REPO, make_settings, own_cache_env
+
+pytestmark = pytest.mark.usefixtures("prefect_harness")
+
+GOLDEN = REPO / "samples" / "golden.jsonl"
+
+
+def lifecycle(corpus: Path, data: Path) -> dict[str, Any]:
+    return {
+        "data_dir": str(data),
+        "progress": False,
+        "evaluation": {"mlflow_genai": False},
+        "lifecycle": {"sources": [str(corpus)], "golden_dataset": str(GOLDEN)},
+    }
+
+
+def registry(data: Path) -> VersionRegistry:
+    settings = make_settings(data)
+    return VersionRegistry(settings.mlflow_tracking_uri, settings.chroma.collection)
+
+
+def test_first_build_promotes_then_same_target_is_a_no_op(
+    sample_corpus: Path, tmp_path: Path, embedder: Any
+) -> None:
+    overrides = lifecycle(sample_corpus, tmp_path / "data")
+    first = reindex(ReindexRequest(reason="initial", overrides=overrides))
+    assert first["decision"] == "promoted" and first["version"] == 1
+    live = registry(tmp_path / "data").live()
+    assert live is not None and live.collection == "ragcycle__v1" and live.status == "live"
+    assert live.tags["reason"] == "initial" and live.tags["corpus_snapshot"]
+
+    burst = [reindex(ReindexRequest(reason=f"burst {i}", overrides=overrides)) for i in range(3)]
+    assert [r["decision"] for r in burst] == ["noop"] * 3
+    assert all("already live" in r["reasons"][0] for r in burst)
+    assert [v.version for v in registry(tmp_path / "data").versions()] == [1]
+
+
+def test_worse_candidate_is_rejected_and_live_unchanged_then_rollback(
+    sample_corpus: Path, tmp_path: Path, embedder: Any
+) -> None:
+    data = tmp_path / "data"
+    overrides = lifecycle(sample_corpus, data)
+    assert reindex(ReindexRequest(overrides=overrides))["decision"] == "promoted"
+
+    # A candidate that indexes only the Markdown files loses most golden sources.
+    worse = reindex(
+        ReindexRequest(
+            reason="md only", config={"ingest": {"extensions": [".md"]}}, overrides=overrides
+        )
+    )
+    assert worse["decision"] == "rejected"
+    assert any("hit_rate_at_5" in reason for reason in worse["reasons"])
+    versions = {v.version: v for v in registry(data).versions()}
+    assert versions[1].live and versions[2].status == "rejected"
+    names = {c.name for c in open_chroma_client(make_settings(data)).list_collections()}
+    assert "ragcycle__v2" not in names and "ragcycle__v1" in names
+
+    # A different but equally good chunking is promoted; rollback restores version 1.
+    better = reindex(
+        ReindexRequest(
+            reason="smaller chunks",
+            config={"chunking": {"size": 600, "overlap": 100}},
+            overrides=overrides,
+        )
+    )
+    assert better["decision"] == "promoted", better["reasons"]
+    assert registry(data).live().version == better["version"]  # type: ignore[union-attr]
+    config = tmp_path / "ragcycle.toml"
+    config.write_text(f'data_dir = "{data}"\n')
+    rolled = CliRunner().invoke(app, ["index", "rollback", "--json", "-c", str(config)])
+    assert rolled.exit_code == 0, rolled.output
+    assert json.loads(rolled.stdout)["version"] == 1
+    listed = json.loads(
+        CliRunner().invoke(app, ["index", "list", "--json", "-c", str(config)]).stdout
+    )
+    assert {v["version"]: v["status"] for v in listed}[1] == "live"
+    asker = Asker(make_settings(data))
+    assert asker.index.name == "ragcycle__v1"
+
+
+def cached_vectors(path: Path) -> int:
+    try:
+        with sqlite3.connect(path, timeout=1) as db:
+            return int(db.execute("SELECT count(*) FROM embeddings").fetchone()[0])
+    except sqlite3.Error:
+        return 0
+
+
+@pytest.mark.slow
+def test_killed_rebuild_leaves_live_serving_and_next_rebuild_completes(
+    sample_corpus: Path, tmp_path: Path, embedder: Any
+) -> None:
+    data = tmp_path / "data"
+    overrides = lifecycle(sample_corpus, data)
+    assert reindex(ReindexRequest(overrides=overrides))["decision"] == "promoted"
+    config = tmp_path / "ragcycle.toml"
+    config.write_text(
+        f'data_dir = "{data}"\nprogress = false\n[chunking]\nsize = 500\n[ingest]\nbatch_documents = 1\n'
+        f'[evaluation]\nmlflow_genai = false\n[lifecycle]\nsources = ["{sample_corpus}"]\ngolden_dataset = "{GOLDEN}"\n'
+    )
+    before = cached_vectors(data / "cache" / "embeddings.sqlite")
+    env = own_cache_env(PREFECT_HOME=str(tmp_path / "prefect"))
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "ragcycle.cli",
+            "reindex",
+            "--reason",
+            "killed",
+            "--json",
+            "-c",
+            str(config),
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    deadline = time.monotonic() + 240
+    while (
+        cached_vectors(data / "cache" / "embeddings.sqlite") < before + 5
+        and process.poll() is None
+        and time.monotonic() < deadline
+    ):
+        time.sleep(0.05)
+    assert process.poll() is None, process.stdout.read().decode()[-2000:]  # type: ignore[union-attr]
+    asker = Asker(make_settings(data))
+    during = asker.ask("When was the DMCA signed into law?")
+    process.send_signal(signal.SIGKILL)
+    process.wait(30)
+    after = asker.ask("When was the DMCA signed into law?")
+    assert "1998" in during.answer and "1998" in after.answer
+    assert registry(data).live().version == 1  # type: ignore[union-attr]
+    assert registry(data).versions()[-1].status == "building"
+
+    resumed = CliRunner().invoke(
+        app, ["reindex", "--reason", "after kill", "--json", "-c", str(config)]
+    )
+    assert resumed.exit_code == 0, resumed.output
+    decision = json.loads(resumed.stdout.strip().splitlines()[-1])
+    assert decision["decision"] == "promoted", decision
+    statuses = {v.version: v.status for v in registry(data).versions()}
+    assert statuses[2] == "failed" and statuses[decision["version"]] == "live"
