@@ -21,13 +21,20 @@ from ragcycle.settings import Settings
 __all__ = ["build_deployments", "reindex_trigger"]
 
 
-def reindex_trigger(index_name: str) -> DeploymentEventTrigger:
-    """Run ``reindex`` when the monitor reports a quality drop for this index."""
+def reindex_trigger(
+    index_name: str, request: dict[str, Any] | None = None
+) -> DeploymentEventTrigger:
+    """Run ``reindex`` when the monitor reports a quality drop for this index.
+
+    Trigger parameters replace the deployment's whole ``request``, so they repeat its fields.
+    """
     return DeploymentEventTrigger(
         name=f"reindex {index_name} on quality drop",
         expect={QUALITY_DROPPED},
         match={"prefect.resource.id": index_resource(index_name)["prefect.resource.id"]},
-        parameters={"request": {"reason": "monitor: {{ event.payload.reason }}"}},
+        parameters={
+            "request": {**(request or {}), "reason": "monitor: {{ event.payload.reason }}"}
+        },
     )
 
 
@@ -56,7 +63,7 @@ def build_deployments(settings: Settings, config_file: str | None = None) -> lis
         reindex.to_deployment(
             name="reindex",
             parameters={"request": dict(common)},
-            triggers=[reindex_trigger(settings.chroma.collection)],
+            triggers=[reindex_trigger(settings.chroma.collection, common)],
             concurrency_limit=one_at_a_time,
             tags=["ragcycle"],
         ),

@@ -158,3 +158,22 @@ def shuffled_copy(settings: Settings, source: str, target: str, seed: int = 7) -
     permuted = vectors[np.random.default_rng(seed).permutation(len(vectors))]
     damaged = open_index(settings, target)
     damaged.upsert(data["ids"], permuted, data["documents"] or [], data["metadatas"] or [])  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="session")
+def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real ``prefect server start`` on a free local port, with its own database; yields the
+    API URL."""
+    from tests.servers import executable, running
+
+    port = free_port()
+    folder = tmp_path_factory.mktemp("prefect-server")
+    command = [executable("prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)]
+    api = f"http://127.0.0.1:{port}/api"
+    env = {
+        "PREFECT_HOME": str(folder / "home"),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_API_URL": api,
+    }
+    with running(command, f"{api}/health", log=folder / "prefect.log", timeout=120, env=env):
+        yield api
