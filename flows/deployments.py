@@ -39,41 +39,37 @@ def reindex_trigger(
 
 
 def build_deployments(settings: Settings, config_file: str | None = None) -> list[Any]:
-    """Runner deployments for ``prefect.serve``; parameters carry no secrets, only a config path."""
-    common: dict[str, Any] = {"config_file": config_file} if config_file else {}
-    sources = [str(path) for path in settings.lifecycle.sources]
-    dataset = str(settings.lifecycle.golden_dataset) if settings.lifecycle.golden_dataset else None
+    """Runner deployments for ``prefect.serve``; parameters carry no secrets, only a config path.
+
+    Paths and the golden set come from the settings each run loads (``lifecycle.sources``,
+    ``lifecycle.golden_dataset``), as with ``prefect.yaml``'s deployments.
+    """
+    request: dict[str, Any] = {"config_file": config_file} if config_file else {}
     one_at_a_time = ConcurrencyLimitConfig(
         limit=1, collision_strategy=ConcurrencyLimitStrategy.CANCEL_NEW
     )
-    deployments = [
+    return [
         ingest.to_deployment(
             name="ingest",
-            parameters={"request": {"paths": sources, **common}},
+            parameters={"request": dict(request)},
             concurrency_limit=one_at_a_time,
             tags=["ragcycle"],
         ),
+        evaluate.to_deployment(
+            name="evaluate", parameters={"request": dict(request)}, tags=["ragcycle"]
+        ),
         monitor.to_deployment(
             name="monitor",
-            parameters={"request": dict(common)},
+            parameters={"request": dict(request)},
             cron=settings.lifecycle.monitor_cron,
             concurrency_limit=one_at_a_time,
             tags=["ragcycle"],
         ),
         reindex.to_deployment(
             name="reindex",
-            parameters={"request": dict(common)},
-            triggers=[reindex_trigger(settings.chroma.collection, common)],
+            parameters={"request": dict(request)},
+            triggers=[reindex_trigger(settings.chroma.collection, request)],
             concurrency_limit=one_at_a_time,
             tags=["ragcycle"],
         ),
     ]
-    if dataset:
-        deployments.append(
-            evaluate.to_deployment(
-                name="evaluate",
-                parameters={"request": {"dataset": dataset, **common}},
-                tags=["ragcycle"],
-            )
-        )
-    return deployments

@@ -9,6 +9,7 @@ from typing import Any
 from prefect import flow, get_run_logger
 from pydantic import BaseModel, Field
 
+from ragcycle.errors import ConfigError
 from ragcycle.runtime import configure_environment
 from ragcycle.settings import load_settings
 from tasks.embedding import embedder_from_settings
@@ -45,7 +46,9 @@ BATCH = 64
 class EvaluateRequest(BaseModel):
     """Which dataset to evaluate, against which collection, how often."""
 
-    dataset: str = Field(..., description="golden JSONL file")
+    dataset: str | None = Field(
+        None, description="golden JSONL file (default: lifecycle.golden_dataset)"
+    )
     k: int | None = Field(None, ge=1, description="chunks per question (default: retrieval.k)")
     repeats: int | None = Field(None, ge=1, description="answers per question (default: settings)")
     collection: str | None = Field(None, description="collection to evaluate (default: settings)")
@@ -63,7 +66,11 @@ def evaluate(request: EvaluateRequest) -> dict[str, Any]:
     mlflow_client(settings.mlflow_tracking_uri)
     k = request.k or settings.retrieval.k
     repeats = request.repeats or settings.evaluation.repeats
-    golden = load_golden_task(request.dataset)
+    dataset = request.dataset or settings.lifecycle.golden_dataset
+    if dataset is None:
+        raise ConfigError("nothing to evaluate: pass a dataset or set lifecycle.golden_dataset")
+    dataset_path = str(Path(dataset).resolve())
+    golden = load_golden_task(dataset_path)
     for error in golden.errors:
         logger.warning("dataset line %d skipped: %s", error["line"], error["error"])
     index = open_index(settings, resolve_collection(settings, request.collection), create=False)
@@ -106,7 +113,7 @@ def evaluate(request: EvaluateRequest) -> dict[str, Any]:
     )
     experiment = f"{settings.mlflow.experiment_prefix}-eval-{golden.name}"
     params = {
-        "dataset": str(Path(request.dataset).resolve()),
+        "dataset": dataset_path,
         "dataset_digest": golden.digest,
         "questions": len(golden.items),
         "collection": index.name,
@@ -148,7 +155,7 @@ def evaluate(request: EvaluateRequest) -> dict[str, Any]:
             }
             for i in golden.items
         ],
-        dataset_source=str(Path(request.dataset).resolve()),
+        dataset_source=dataset_path,
         dataset_name=golden.name,
         report=report,
         tags={"ragcycle.kind": "evaluation", "ragcycle.collection": index.name, **request.tags},

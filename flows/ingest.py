@@ -6,21 +6,25 @@ from pathlib import Path
 from typing import Any
 
 from prefect import flow, get_run_logger
+from prefect.futures import PrefectFuture, as_completed
+from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import BaseModel, Field
 
+from flows.runners import task_runner_from_settings
+from ragcycle.errors import ConfigError
 from ragcycle.progress import progress_bars
 from ragcycle.runtime import configure_environment
 from ragcycle.settings import load_settings
-from tasks.chunking import chunk_documents_task, flatten_chunks
-from tasks.embedding import EmbeddingCache, embed_with_cache_task, embedder_from_settings
 from tasks.indexing import (
+    PartitionResult,
     document_states_task,
+    ingest_partition_task,
     open_index,
+    partition_plan,
     plan_ingest_task,
     remove_documents_task,
-    write_documents_task,
 )
-from tasks.loading import discover_sources, load_documents_task
+from tasks.loading import discover_sources
 from tasks.tracking import IngestReport, StageTimer, mlflow_client, publish_ingest_report
 from tasks.versions import resolve_collection
 
@@ -30,17 +34,15 @@ __all__ = ["IngestRequest", "ingest"]
 class IngestRequest(BaseModel):
     """What to ingest, and where; settings come from the config file, env and ``overrides``."""
 
-    paths: list[str] = Field(..., min_length=1, description="files or directories to ingest")
+    paths: list[str] = Field(
+        default_factory=list, description="files or directories (default: lifecycle.sources)"
+    )
     collection: str | None = Field(None, description="target collection (default: settings)")
     prune: bool | None = Field(None, description="remove deleted files' chunks (default: settings)")
     config_file: str | None = Field(None, description="ragcycle.toml to read")
     overrides: dict[str, Any] = Field(
         default_factory=dict, description="settings overrides (no secrets: they show in the UI)"
     )
-
-
-def _batches(items: list[Any], size: int) -> list[list[Any]]:
-    return [items[start : start + size] for start in range(0, len(items), size)]
 
 
 @flow(name="ingest", log_prints=False)
@@ -55,7 +57,9 @@ def ingest(request: IngestRequest) -> dict[str, Any]:
     report = IngestReport(collection=index.name)
     chunking_hash = settings.chunking.config_hash()
     prune = settings.ingest.prune if request.prune is None else request.prune
-    paths = [Path(p) for p in request.paths]
+    paths = [Path(p) for p in request.paths] or list(settings.lifecycle.sources)
+    if not paths:
+        raise ConfigError("nothing to ingest: pass paths or set lifecycle.sources")
     prune_roots = [str(p.expanduser().absolute()) for p in paths if prune and p.is_dir()]
 
     with timer.stage("plan"):
@@ -73,47 +77,37 @@ def ingest(request: IngestRequest) -> dict[str, Any]:
         len(plan.removed),
     )
 
-    embedder = embedder_from_settings(settings)
-    cache = EmbeddingCache(settings.embedding_cache_path) if settings.embedding.cache else None
+    partitions = partition_plan(plan.to_load, states, settings.ingest.batch_documents)
     changed_ids = {source.doc_id for source in plan.changed}
-    with progress_bars(settings.progress) as bars:
-        load_bar = bars.bar("loading", total=len(plan.to_load))
-        embed_bar = bars.bar("embedding")
-        for number, batch in enumerate(_batches(plan.to_load, settings.ingest.batch_documents)):
-            label = f"batch-{number}"
-            with timer.stage("load"):
-                documents, failures = load_documents_task(
-                    batch,
-                    settings.ingest.pdf_passwords,
-                    settings.ingest.min_pdf_chars_per_page,
-                    label=label,
-                )
-            load_bar.advance(len(batch))
-            report.record_failures(failures)
-            report.record_loaded(documents, changed_ids)
-            with timer.stage("chunk"):
-                chunks = chunk_documents_task(documents, settings.chunking, label=label)
-            ordered = flatten_chunks(documents, chunks)
-            embed_bar.grow(len(ordered))
-            with timer.stage("embed"):
-                vectors, embedded = embed_with_cache_task(
-                    [chunk.text for chunk in ordered],
-                    [chunk.content_hash for chunk in ordered],
-                    embedder,
-                    cache,
-                    on_progress=embed_bar.advance,
-                    label=label,
-                )
-            with timer.stage("index"):
-                written = write_documents_task(
-                    index, documents, chunks, vectors, states, chunking_hash, label=label
-                )
-            report.record_write(written.written, written.deleted, embedded)
+    runner = task_runner_from_settings(settings)
+    in_process = isinstance(runner, ThreadPoolTaskRunner)
+    with progress_bars(settings.progress) as bars, runner:
+        files_bar = bars.bar("documents", total=len(plan.to_load))
+        chunks_bar = bars.bar("chunks", total=None)
+        futures: list[PrefectFuture[PartitionResult]] = [
+            runner.submit(
+                ingest_partition_task,
+                {
+                    "settings": settings,
+                    "collection": index.name,
+                    "partition": partition,
+                    # A progress callback cannot travel to another process.
+                    "on_progress": chunks_bar.advance if in_process else None,
+                },
+            )
+            for partition in partitions
+        ]
+        for future in as_completed(futures):
+            result = future.result()
+            files_bar.advance(result.files)
+            if not in_process:
+                chunks_bar.advance(result.written)
+            report.record_partition(result, changed_ids)
+            for stage, seconds in result.seconds.items():
+                timer.add(stage, seconds)
     with timer.stage("index"):
         removed_chunks = remove_documents_task(index, plan.removed, states)
     report.record_write(0, removed_chunks, 0)
-    if cache is not None:
-        cache.close()
     report.finish(index.count(), timer)
     publish_ingest_report(report)
     logger.info(

@@ -25,8 +25,9 @@ class ProgressBars:
     def __init__(self, progress: Progress | None) -> None:
         self._progress = progress
 
-    def bar(self, description: str, total: int = 0) -> Bar:
-        """A new bar of ``total`` steps; ``grow`` it when more work is discovered."""
+    def bar(self, description: str, total: int | None = 0) -> Bar:
+        """A new bar of ``total`` steps (None: not known yet, a counter); ``grow`` it when more
+        work is discovered."""
         if self._progress is None:
             return Bar(None, None)
         return Bar(self._progress, self._progress.add_task(description, total=total))

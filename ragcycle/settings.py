@@ -264,6 +264,18 @@ class PrefectSettings(BaseModel):
 
     api_url: str | None = Field(None, description="e.g. http://127.0.0.1:4200/api")
     home: Path | None = Field(None, description="PREFECT_HOME (default: <data_dir>/prefect)")
+    task_runner: Literal["threads", "dask"] = Field(
+        "threads",
+        description="where ingest partitions run: a thread pool in the flow's process, or a Dask"
+        " cluster (local, or the one at dask_address)",
+    )
+    max_workers: int = Field(
+        2, ge=1, description="threads: partitions at once; dask: local cluster worker processes"
+    )
+    dask_address: str | None = Field(
+        None, description="scheduler of an existing Dask cluster, e.g. tcp://10.0.0.5:8786"
+    )
+    dask_threads_per_worker: int = Field(1, ge=1, description="dask: threads per local worker")
 
 
 class Settings(BaseSettings):

@@ -21,7 +21,8 @@ from prefect import task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
-from tasks.loading import Document, LoadFailure
+from tasks.indexing import PartitionResult
+from tasks.loading import LoadFailure
 
 __all__ = [
     "EvaluationRecord",
@@ -50,7 +51,11 @@ class StageTimer:
         try:
             yield
         finally:
-            self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - begun
+            self.add(name, time.perf_counter() - begun)
+
+    def add(self, name: str, seconds: float) -> None:
+        """Count work timed elsewhere (a partition on a worker) towards a stage."""
+        self.seconds[name] = self.seconds.get(name, 0.0) + seconds
 
     @property
     def total(self) -> float:
@@ -91,13 +96,13 @@ class IngestReport:
         self.documents["unchanged"] = unchanged
         self.documents["removed"] = removed
 
-    def record_loaded(self, documents: list[Document], changed_ids: set[str]) -> None:
-        """Count loaded documents as new or changed, and keep their extraction warnings."""
-        for document in documents:
-            self.documents["changed" if document.doc_id in changed_ids else "new"] += 1
-            self.warnings.extend(
-                {"doc_id": document.doc_id, "warning": warning} for warning in document.warnings
-            )
+    def record_partition(self, result: PartitionResult, changed_ids: set[str]) -> None:
+        """Count a partition's documents as new, changed or failed, and its chunk writes."""
+        self.record_failures(result.failures)
+        for doc_id, notes in result.warnings.items():
+            self.documents["changed" if doc_id in changed_ids else "new"] += 1
+            self.warnings.extend({"doc_id": doc_id, "warning": warning} for warning in notes)
+        self.record_write(result.written, result.deleted, result.embedded)
 
     def record_write(self, written: int, deleted: int, embedded: int) -> None:
         self.chunks["written"] += written
