@@ -7,25 +7,31 @@ import pytest
 
 from ragcycle.errors import ConfigError
 from ragcycle.settings import ChunkingSettings, Settings
-from tasks.chunking import chunk_documents, flatten_chunks
-from tasks.indexing import open_index, plan_ingest, remove_documents, write_documents
-from tasks.loading import discover_sources, load_documents
+from tasks.indexing import (
+    ingest_partition,
+    open_index,
+    partition_plan,
+    plan_ingest,
+    remove_documents,
+)
+from tasks.loading import discover_sources
 from tests.fakes import HashEmbedder
 
 
-def ingest_once(settings: Settings, folder: Path, embedder: HashEmbedder) -> tuple[int, int]:
-    """A bare ingest with the real loaders, chunker and Chroma; only the vectors are fake."""
+def ingest_once(
+    settings: Settings, folder: Path, embedder: HashEmbedder, partition_size: int = 2
+) -> tuple[int, int]:
+    """A bare ingest, partition by partition, with the real loaders, chunker and Chroma; only the
+    vectors are fake."""
     index = open_index(settings)
-    chunking = settings.chunking.config_hash()
     sources = discover_sources([folder], settings.ingest.extensions)
     states = index.document_states()
-    plan = plan_ingest(sources, states, chunking, [str(folder)])
-    documents, _ = load_documents(plan.to_load)
-    chunks = chunk_documents(documents, settings.chunking)
-    vectors = embedder.embed([c.text for c in flatten_chunks(documents, chunks)])
-    result = write_documents(index, documents, chunks, vectors, states, chunking)
-    removed = remove_documents(index, plan.removed, states)
-    return result.written, result.deleted + removed
+    plan = plan_ingest(sources, states, settings.chunking.config_hash(), [str(folder)])
+    written = deleted = 0
+    for partition in partition_plan(plan.to_load, states, partition_size):
+        result = ingest_partition(partition, index, embedder, None, settings.chunking)
+        written, deleted = written + result.written, deleted + result.deleted
+    return written, deleted + remove_documents(index, plan.removed, states)
 
 
 def write_corpus(folder: Path) -> None:
@@ -144,3 +150,54 @@ def test_collection_uses_high_recall_hnsw(settings: Settings) -> None:
     hnsw = config["hnsw"]
     assert hnsw is not None
     assert (hnsw["space"], hnsw["ef_search"], hnsw["max_neighbors"]) == ("cosine", 400, 32)
+
+
+def test_partitions_cover_the_plan_once_with_their_own_records(
+    settings: Settings, tmp_path: Path
+) -> None:
+    folder = tmp_path / "docs"
+    write_corpus(folder)
+    ingest_once(settings, folder, HashEmbedder())
+    for name in ("a", "b"):
+        (folder / f"{name}.md").write_text(f"# {name}\n\nChanged text of {name}. " * 20)
+    for name in ("d", "e", "f"):
+        (folder / f"{name}.md").write_text(f"# {name}\n\nNew text of {name}. " * 20)
+    states = open_index(settings).document_states()
+    plan = plan_ingest(discover_sources([folder], [".md"]), states, "unused", [])
+    partitions = partition_plan(plan.to_load, states, 2)
+
+    assert [len(p.sources) for p in partitions] == [2, 2, 2]
+    ids = [s.doc_id for p in partitions for s in p.sources]
+    assert sorted(ids) == sorted(s.doc_id for s in plan.to_load) and len(set(ids)) == len(ids)
+    for partition in partitions:
+        own = {s.doc_id for s in partition.sources}
+        assert set(partition.states) == own & set(states)
+    assert len({p.label for p in partitions}) == 3
+    with pytest.raises(ValueError, match="positive"):
+        partition_plan(plan.to_load, states, 0)
+
+
+def test_a_partition_processed_twice_is_the_same_as_once(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """What a retried task or a second worker does with the same partition changes nothing."""
+    folder = tmp_path / "docs"
+    write_corpus(folder)
+    ingest_once(settings, folder, HashEmbedder())
+    (folder / "a.md").write_text("# a\n\nA rewritten version of a. " * 40)
+    index = open_index(settings)
+    states = index.document_states()
+    old_ids_of_a = states["a.md"].chunk_ids
+    plan = plan_ingest(discover_sources([folder], [".md"]), states, "x", [])
+    [partition] = partition_plan(plan.to_load, states, 10)
+
+    first = ingest_partition(partition, index, HashEmbedder(), None, settings.chunking)
+    after_first = sorted(index.collection.get()["ids"])
+    second = ingest_partition(partition, index, HashEmbedder(), None, settings.chunking)
+
+    assert sorted(index.collection.get()["ids"]) == after_first
+    assert first.written == second.written > 0
+    assert first.deleted == len(old_ids_of_a) > 0
+    assert not old_ids_of_a & set(after_first)
+    current = index.document_states()["a.md"]
+    assert current.is_current(next(iter(current.chunks_by_hash)), settings.chunking.config_hash())
