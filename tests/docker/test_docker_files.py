@@ -40,15 +40,27 @@ def compose_config(env_file: Path) -> subprocess.CompletedProcess[str]:
     )
 
 
-@pytest.fixture
-def filled_env(tmp_path: Path) -> Path:
+SECRETS = {
+    "POSTGRES_PASSWORD": "pg-test",
+    "MLFLOW_ADMIN_PASSWORD": "ml-test",
+    "MLFLOW_SECRET_KEY": "csrf-test",
+}
+
+
+def env_file(folder: Path, values: dict[str, str]) -> Path:
+    """.env.example with the given secrets filled in (the others stay empty)."""
     text = (DOCKER / ".env.example").read_text()
-    text = text.replace("POSTGRES_PASSWORD=\n", "POSTGRES_PASSWORD=pg-test\n").replace(
-        "MLFLOW_ADMIN_PASSWORD=\n", "MLFLOW_ADMIN_PASSWORD=ml-test\n"
-    )
-    path = tmp_path / ".env"
+    for name, value in values.items():
+        assert f"{name}=\n" in text, f"{name} is not an empty entry of .env.example"
+        text = text.replace(f"{name}=\n", f"{name}={value}\n")
+    path = folder / ".env"
     path.write_text(text)
     return path
+
+
+@pytest.fixture
+def filled_env(tmp_path: Path) -> Path:
+    return env_file(tmp_path, SECRETS)
 
 
 def test_compose_file_is_valid_and_wired(filled_env: Path) -> None:
@@ -71,18 +83,26 @@ def test_compose_file_is_valid_and_wired(filled_env: Path) -> None:
     assert worker["PREFECT_API_URL"] == "http://prefect-server:4200/api"
     assert worker["RAGCYCLE_CHROMA__URL"] == "http://chroma:8000"
     assert {volume["source"] for volume in services["chroma"]["volumes"]} == {"chroma-data"}
+    mlflow = services["mlflow"]["environment"]
+    assert mlflow["MLFLOW_FLASK_SERVER_SECRET_KEY"] == "csrf-test"
+    assert "mlflow:5000" in mlflow["MLFLOW_ALLOWED_HOSTS"].split(","), "the worker's Host header"
+    assert json.loads(worker["RAGCYCLE_LIFECYCLE__SOURCES"]) == ["/corpus"]
+    assert worker["MLFLOW_TRACKING_PASSWORD"] == "ml-test"
 
 
-def test_compose_refuses_to_start_without_passwords() -> None:
-    result = compose_config(DOCKER / ".env.example")
+@pytest.mark.parametrize("missing", sorted(SECRETS))
+def test_compose_refuses_to_start_without_each_secret(missing: str, tmp_path: Path) -> None:
+    others = {name: value for name, value in SECRETS.items() if name != missing}
+    result = compose_config(env_file(tmp_path, others))
     assert result.returncode != 0
-    assert "POSTGRES_PASSWORD" in result.stderr
+    assert missing in result.stderr
 
 
 def test_no_secrets_committed() -> None:
     example = (DOCKER / ".env.example").read_text().splitlines()
     for line in example:
-        if "PASSWORD=" in line:
+        name = line.split("=", 1)[0]
+        if "=" in line and ("PASSWORD" in name or name.endswith("SECRET_KEY")):
             assert line.endswith("="), f"default password committed: {line}"
     assert not (DOCKER / ".env").exists() or ".env" in (REPO / ".gitignore").read_text()
 
