@@ -131,6 +131,7 @@ def reindex(request: ReindexRequest) -> dict[str, Any]:
             "embedding_model": candidate_settings.embedding.model_name,
             "chunking": candidate_settings.chunking.model_dump_json(),
             "chunking_hash": candidate_settings.chunking.config_hash(),
+            "chroma": settings.chroma.url or "embedded",
             **{k.replace("prefect.", "prefect_"): v for k, v in prefect_run_tags().items()},
         },
     )

@@ -43,6 +43,11 @@ def library_environment(settings: Settings) -> dict[str, str]:
     env["PREFECT_LOGGING_LEVEL"] = settings.log_level.upper()
     if settings.prefect.api_url:
         env["PREFECT_API_URL"] = settings.prefect.api_url
+    # MLflow's client reads credentials for a server with basic-auth from these variables only.
+    if settings.mlflow.username:
+        env["MLFLOW_TRACKING_USERNAME"] = settings.mlflow.username
+    if settings.mlflow.password is not None:
+        env["MLFLOW_TRACKING_PASSWORD"] = settings.mlflow.password.get_secret_value()
     return env
 
 

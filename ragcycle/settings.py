@@ -255,8 +255,15 @@ class MlflowSettings(BaseModel):
     """Experiment tracking; a SQLite store under the data dir unless a tracking URI is given."""
 
     tracking_uri: str | None = Field(None, description="default: sqlite:///<data_dir>/mlflow.db")
-    artifact_location: str | None = Field(None, description="default: <data_dir>/mlartifacts")
+    artifact_location: str | None = Field(
+        None,
+        description="default: <data_dir>/mlartifacts, or the tracking server's own artifact store",
+    )
     experiment_prefix: str = Field("ragcycle", description="prefix of experiment names")
+    username: str | None = Field(None, description="user of a server with basic-auth")
+    password: SecretStr | None = Field(
+        None, description="password of a server with basic-auth (secret: env, never logged)"
+    )
 
 
 class PrefectSettings(BaseModel):
@@ -338,9 +345,16 @@ class Settings(BaseSettings):
         return f"sqlite:///{(self.data_dir / 'mlflow.db').resolve()}"
 
     @property
-    def mlflow_artifact_location(self) -> str:
+    def mlflow_artifact_location(self) -> str | None:
+        """Where new experiments keep artifacts; None lets a tracking server decide.
+
+        A tracking server stores artifacts itself (``--serve-artifacts``), so the UI can show
+        them: a local folder would put them on the worker's disk, out of the server's reach.
+        """
         if self.mlflow.artifact_location:
             return self.mlflow.artifact_location
+        if urlparse(self.mlflow_tracking_uri).scheme in {"http", "https"}:
+            return None
         return (self.data_dir / "mlartifacts").resolve().as_uri()
 
     def embedding_model_path(self) -> Path:

@@ -234,7 +234,7 @@ def mlflow_client(tracking_uri: str) -> Any:
     return MlflowClient(tracking_uri=tracking_uri)
 
 
-def ensure_experiment(name: str, artifact_location: str, tracking_uri: str) -> str:
+def ensure_experiment(name: str, artifact_location: str | None, tracking_uri: str) -> str:
     """The experiment's id, created with artifacts under ``artifact_location`` if new."""
     client = mlflow_client(tracking_uri)
     experiment = client.get_experiment_by_name(name)
@@ -299,7 +299,7 @@ def log_evaluation(
     record: EvaluationRecord,
     *,
     tracking_uri: str,
-    artifact_location: str,
+    artifact_location: str | None,
     genai_scorers: list[str] | None = None,
 ) -> str:
     """One MLflow run: params, metrics (+ CI bounds), the per-question table, the dataset as an
@@ -388,7 +388,7 @@ def evaluation_markdown(
 def log_evaluation_task(
     record: EvaluationRecord,
     tracking_uri: str,
-    artifact_location: str,
+    artifact_location: str | None,
     genai_scorers: list[str] | None = None,
 ) -> str:
     """Prefect edge of :func:`log_evaluation`; retried since a tracking server can blip."""
@@ -413,7 +413,7 @@ def publish_evaluation(
 def log_lifecycle_decision(
     *,
     tracking_uri: str,
-    artifact_location: str,
+    artifact_location: str | None,
     experiment: str,
     decision: str,
     reasons: list[str],
@@ -454,7 +454,7 @@ def decision_markdown(
 @task(name="record-decision", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[2, 10])
 def record_decision_task(
     tracking_uri: str,
-    artifact_location: str,
+    artifact_location: str | None,
     experiment: str,
     title: str,
     decision: str,

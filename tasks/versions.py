@@ -2,7 +2,7 @@
 
 Chroma has no collection aliases and cannot rename onto an existing name, so the live pointer is
 a record, not a rename: each index version is a model version of the registered model
-``ragcycle-index-<name>`` whose source is ``chroma://<collection>``, and the ``champion`` alias
+``ragcycle-index-<name>`` whose source is ``chroma:///<collection>``, and the ``champion`` alias
 marks the live one (``previous`` the one before, for rollback). Moving an alias is a single
 write, so readers see the old or the new version, never a mix; MLflow shows every version with
 its tags (collection, embedding model, chunking, corpus snapshot, the run that built it).
@@ -18,6 +18,7 @@ import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlparse
 
 from ragcycle.errors import ConfigError, IndexStoreError
 
@@ -118,7 +119,7 @@ class VersionRegistry:
         tags = dict(model_version.tags or {})
         return IndexVersion(
             version=int(model_version.version),
-            collection=str(model_version.source).removeprefix("chroma://"),
+            collection=tags.get("collection") or collection_of(str(model_version.source)),
             status=tags.get("status", "unknown"),
             tags=tags,
             aliases=tuple(sorted(aliases if aliases is not None else model_version.aliases or ())),
@@ -154,7 +155,7 @@ class VersionRegistry:
         self._ensure_model()
         model_version = self.client.create_model_version(
             self.model_name,
-            source=f"chroma://{collection}",
+            source=collection_source(collection),
             run_id=run_id,
             tags={
                 **tags,
@@ -227,6 +228,21 @@ class VersionRegistry:
             self.set_status(version.version, "deleted")
             deleted.append(version.version)
         return deleted
+
+
+def collection_source(collection: str) -> str:
+    """A model version's source for a collection.
+
+    The collection is the URI's path: an MLflow tracking server refuses sources whose path does
+    not resolve to itself, which ``chroma://<name>`` (the name as host, empty path) fails.
+    """
+    return f"chroma:///{collection}"
+
+
+def collection_of(source: str) -> str:
+    """The collection named by a source; also reads ``chroma://<name>`` of older registries."""
+    parsed = urlparse(source)
+    return parsed.path.strip("/") or parsed.netloc
 
 
 def _pid_alive(pid: int) -> bool:
