@@ -100,8 +100,11 @@ def _flatten(data: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
 @app.command()
 def ingest(
     paths: Annotated[
-        list[Path], typer.Argument(help="Files or directories (searched recursively).")
-    ],
+        list[Path] | None,
+        typer.Argument(
+            help="Files or directories, searched recursively (default: lifecycle.sources)."
+        ),
+    ] = None,
     collection: Annotated[
         str | None, typer.Option(help="Target collection (default: chroma.collection).")
     ] = None,
@@ -120,7 +123,7 @@ def ingest(
     PDFs (page by page), Markdown, text and HTML. Files that cannot be read (corrupt, encrypted,
     image-only, empty) are listed with a reason and skipped; they never stop the run.
     """
-    missing = [str(path) for path in paths if not path.exists()]
+    missing = [str(path) for path in paths or [] if not path.exists()]
     if missing:
         raise typer.BadParameter(f"no such file or directory: {', '.join(missing)}")
     settings = _settings(config, progress=not as_json)
@@ -128,7 +131,7 @@ def ingest(
     from flows.ingest import ingest as ingest_flow
 
     request = IngestRequest(
-        paths=[str(path) for path in paths],
+        paths=[str(path) for path in paths or []],
         collection=collection,
         prune=prune,
         config_file=str(config) if config else None,

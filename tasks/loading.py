@@ -385,19 +385,6 @@ def load_documents(
     return documents, failures
 
 
-@task(name="load-documents", task_run_name="load-{label}", cache_policy=NO_CACHE)
-def load_documents_task(
-    sources: list[SourceFile],
-    passwords: list[SecretStr],
-    min_pdf_chars_per_page: int,
-    label: str = "batch",
-) -> tuple[list[Document], list[LoadFailure]]:
-    """Prefect edge of :func:`load_documents` (no retries: reading local files is deterministic)."""
-    return load_documents(
-        sources, passwords=passwords, min_pdf_chars_per_page=min_pdf_chars_per_page
-    )
-
-
 def load_beir_corpus(folder: Path) -> list[Document]:
     """BEIR ``corpus.jsonl`` as documents, one per row: ``title + " " + text`` as MTEB embeds it."""
     path = folder / "corpus.jsonl"

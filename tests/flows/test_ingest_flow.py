@@ -124,6 +124,14 @@ def test_cli_rejects_missing_paths(tmp_path: Path) -> None:
     assert "no such file or directory" in result.output
 
 
+def test_cli_without_paths_needs_lifecycle_sources(tmp_path: Path) -> None:
+    config = tmp_path / "ragcycle.toml"
+    config.write_text(f'data_dir = "{tmp_path / "data"}"\nprogress = false\n')
+    result = CliRunner().invoke(app, ["ingest", "-c", str(config)])
+    assert result.exit_code == 1
+    assert "lifecycle.sources" in result.output
+
+
 def test_report_is_a_prefect_artifact(sample_corpus: Path, tmp_path: Path, embedder: Any) -> None:
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
