@@ -34,6 +34,7 @@ test: lint typecheck pytest
 
 bench: install
 	$(BIN)/python bench/ingest.py
+	$(BIN)/python bench/scaleout.py
 
 clean:
 	rm -rf .ragcycle .pytest_cache .mypy_cache .ruff_cache
