@@ -39,7 +39,8 @@ __all__ = [
 
 
 class StageTimer:
-    """Wall-clock seconds per named stage, summed over repeated entries."""
+    """Seconds per named stage, summed over repeated entries; partitions that ran side by side
+    add up, so a stage can total more than the run's wall-clock time."""
 
     def __init__(self) -> None:
         self.seconds: dict[str, float] = {}
