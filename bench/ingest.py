@@ -12,7 +12,6 @@ Targets (issue 2): flow/bare <= 1.10; unchanged re-run <= 3 % of the full ingest
 
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
 import tempfile
@@ -20,21 +19,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parent.parent
-SHARED_PDFS = REPO.parent / "shared" / "corpus" / "pdfs"
+from common import corpus_parser
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument(
-        "--corpus",
-        type=Path,
-        default=SHARED_PDFS if SHARED_PDFS.is_dir() else REPO / "samples" / "corpus",
-    )
-    parser.add_argument("--limit", type=int, default=0, help="use only the first N files (0: all)")
-    parser.add_argument("--json", action="store_true")
+    parser = corpus_parser(__doc__)
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="ragcycle-bench-"))

@@ -10,7 +10,6 @@ other) in the same process and the same run, because these machines are noisy.
 
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
 import socket
@@ -21,22 +20,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parent.parent
-SHARED_PDFS = REPO.parent / "shared" / "corpus" / "pdfs"
+from common import corpus_parser
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument(
-        "--corpus",
-        type=Path,
-        default=SHARED_PDFS if SHARED_PDFS.is_dir() else REPO / "samples" / "corpus",
-    )
-    parser.add_argument("--limit", type=int, default=16, help="use the first N files (0: all)")
+    parser = corpus_parser(__doc__, default_limit=16)
     parser.add_argument("--workers", type=int, default=2, help="threads / Dask worker processes")
-    parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="ragcycle-scaleout-"))
     try:
