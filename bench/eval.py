@@ -88,8 +88,8 @@ def build_collection(
 ) -> int:
     from tasks.chunking import chunk_documents, flatten_chunks
     from tasks.embedding import embedder_from_settings
+    from tasks.evaluation.beir import load_beir_corpus
     from tasks.indexing import open_index, write_documents
-    from tasks.loading import load_beir_corpus
 
     chunking = settings.chunking.model_copy(
         update={"strategy": "whole"} if chunk_size is None else {"size": chunk_size, "overlap": 0}
@@ -126,11 +126,14 @@ def build_collection(
 def eval_overhead(settings: Any, golden: Path) -> dict[str, Any]:
     from flows.evaluate import EvaluateRequest, evaluate
     from tasks.embedding import embedder_from_settings
-    from tasks.evaluation import ScoringConfig, load_golden, score_rows, summarize
-    from tasks.generation import answer_retrievals, generator_from_settings, load_prompt
+    from tasks.evaluation.golden import load_golden
+    from tasks.evaluation.scoring import ScoringConfig, score_rows, summarize
+    from tasks.generation.answers import answer_retrievals
+    from tasks.generation.backends import generator_from_settings
+    from tasks.generation.prompts import load_prompt
     from tasks.indexing import open_index
     from tasks.retrieval import retrieve_many
-    from tasks.tracking import mlflow_client
+    from tasks.tracking.runs import mlflow_client
 
     mlflow_client(settings.mlflow_tracking_uri)
     k = settings.retrieval.k

@@ -12,11 +12,14 @@ from pydantic import BaseModel, Field
 
 from ragcycle.runtime import configure_environment
 from ragcycle.settings import Settings, load_settings
+from tasks.audit import QueryLog
 from tasks.embedding import embedder_from_settings
-from tasks.generation import Answer, Generator, PromptTemplate, generator_from_settings, load_prompt
+from tasks.generation.answers import Answer, Generator
+from tasks.generation.backends import generator_from_settings
+from tasks.generation.prompts import PromptTemplate, load_prompt
 from tasks.indexing import VectorIndex, open_index
 from tasks.retrieval import Retrieval, retrieve
-from tasks.tracking import QueryLog, mlflow_client
+from tasks.tracking.runs import mlflow_client
 from tasks.versions import resolve_collection
 
 __all__ = ["AskRequest", "Asker", "ask", "ask_task"]

@@ -18,11 +18,15 @@ from ragcycle.runtime import configure_environment
 from ragcycle.settings import load_settings
 from tasks.chunking import chunk_documents_task, flatten_chunks
 from tasks.embedding import EmbeddingCache, embed_with_cache_task, embedder_from_settings
-from tasks.evaluation import load_beir_queries_task, score_beir_task, summarize_beir
+from tasks.evaluation.beir import (
+    load_beir_corpus_task,
+    load_beir_queries_task,
+    score_beir_task,
+    summarize_beir,
+)
 from tasks.indexing import document_states_task, open_index, stale_documents, write_documents_task
-from tasks.loading import load_beir_corpus_task
 from tasks.retrieval import retrieve_many_task
-from tasks.tracking import EvaluationRecord, log_evaluation_task, mlflow_client
+from tasks.tracking.runs import EvaluationRecord, log_evaluation_task, mlflow_client
 
 __all__ = ["BeirRequest", "benchmark_beir"]
 

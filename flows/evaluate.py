@@ -13,29 +13,17 @@ from ragcycle.errors import ConfigError
 from ragcycle.runtime import configure_environment
 from ragcycle.settings import load_settings
 from tasks.embedding import embedder_from_settings
-from tasks.evaluation import (
-    JUDGE_CRITERIA,
-    QUALITY_METRICS,
-    ScoringConfig,
-    judge_rows_task,
-    load_golden_task,
-    score_rows_task,
-    summarize_task,
-)
-from tasks.generation import (
-    OpenAIChatGenerator,
-    answer_retrievals_task,
-    generator_from_settings,
-    load_prompt_task,
-)
+from tasks.evaluation.golden import load_golden_task
+from tasks.evaluation.judges import JUDGE_CRITERIA, judge_rows_task
+from tasks.evaluation.scoring import QUALITY_METRICS, ScoringConfig, score_rows_task, summarize_task
+from tasks.generation.answers import answer_retrievals_task
+from tasks.generation.backends import generator_from_settings
+from tasks.generation.chat import OpenAIChatGenerator
+from tasks.generation.prompts import load_prompt_task
 from tasks.indexing import open_index
 from tasks.retrieval import retrieve_many_task
-from tasks.tracking import (
-    EvaluationRecord,
-    log_evaluation_task,
-    mlflow_client,
-    publish_evaluation,
-)
+from tasks.tracking.reports import publish_evaluation
+from tasks.tracking.runs import EvaluationRecord, log_evaluation_task, mlflow_client
 from tasks.versions import resolve_collection
 
 __all__ = ["EvaluateRequest", "evaluate"]

@@ -1,34 +1,53 @@
-"""The ``ingest`` flow: files -> documents -> chunks -> vectors -> Chroma, incrementally."""
+"""The ``ingest`` flow: files -> documents -> chunks -> vectors -> Chroma, incrementally.
+
+The unit of work is a partition of the ingest plan: :func:`ingest_partition` runs the stages
+load -> chunk -> embed -> write on it. That sequence is orchestration, so it lives here with the
+flow, as a task any worker of the task runner can run.
+"""
 
 from __future__ import annotations
 
+import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from prefect import flow, get_run_logger
+from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NO_CACHE
 from prefect.futures import PrefectFuture, as_completed
 from prefect.task_runners import ThreadPoolTaskRunner
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, SecretStr
 
 from flows.runners import task_runner_from_settings
 from ragcycle.errors import ConfigError
 from ragcycle.progress import progress_bars
 from ragcycle.runtime import configure_environment
-from ragcycle.settings import load_settings
+from ragcycle.settings import ChunkingSettings, Settings, load_settings
+from tasks.chunking import chunk_documents, flatten_chunks
+from tasks.embedding import (
+    EmbeddingCache,
+    ProgressCallback,
+    TextEmbedder,
+    embed_with_cache,
+    embedder_from_settings,
+)
 from tasks.indexing import (
+    Partition,
     PartitionResult,
+    VectorIndex,
     document_states_task,
-    ingest_partition_task,
     open_index,
     partition_plan,
     plan_ingest_task,
     remove_documents_task,
+    write_documents,
 )
-from tasks.loading import discover_sources
-from tasks.tracking import IngestReport, StageTimer, mlflow_client, publish_ingest_report
+from tasks.loading import discover_sources, load_documents
+from tasks.tracking.reports import IngestReport, StageTimer, publish_ingest_report
+from tasks.tracking.runs import mlflow_client
 from tasks.versions import resolve_collection
 
-__all__ = ["IngestRequest", "ingest"]
+__all__ = ["IngestRequest", "ingest", "ingest_partition", "ingest_partition_task"]
 
 
 class IngestRequest(BaseModel):
@@ -43,6 +62,86 @@ class IngestRequest(BaseModel):
     overrides: dict[str, Any] = Field(
         default_factory=dict, description="settings overrides (no secrets: they show in the UI)"
     )
+
+
+def ingest_partition(
+    partition: Partition,
+    index: VectorIndex,
+    embedder: TextEmbedder,
+    cache: EmbeddingCache | None,
+    chunking: ChunkingSettings,
+    *,
+    passwords: Sequence[SecretStr] = (),
+    min_pdf_chars_per_page: int = 0,
+    on_progress: ProgressCallback | None = None,
+) -> PartitionResult:
+    """Load, chunk, embed and write one partition; bad files are recorded, not raised."""
+    seconds: dict[str, float] = {}
+    begun = time.perf_counter()
+    documents, failures = load_documents(
+        partition.sources, passwords=passwords, min_pdf_chars_per_page=min_pdf_chars_per_page
+    )
+    seconds["load"], begun = time.perf_counter() - begun, time.perf_counter()
+    chunks = chunk_documents(documents, chunking)
+    ordered = flatten_chunks(documents, chunks)
+    seconds["chunk"], begun = time.perf_counter() - begun, time.perf_counter()
+    vectors, embedded = embed_with_cache(
+        [chunk.text for chunk in ordered],
+        [chunk.content_hash for chunk in ordered],
+        embedder,
+        cache,
+        on_progress=on_progress,
+    )
+    seconds["embed"], begun = time.perf_counter() - begun, time.perf_counter()
+    written = write_documents(
+        index, documents, chunks, vectors, partition.states, chunking.config_hash()
+    )
+    seconds["index"] = time.perf_counter() - begun
+    return PartitionResult(
+        warnings={document.doc_id: list(document.warnings) for document in documents},
+        failures=failures,
+        written=written.written,
+        deleted=written.deleted,
+        embedded=embedded,
+        seconds=seconds,
+    )
+
+
+@task(
+    name="ingest-partition",
+    task_run_name="ingest-{partition.label}",
+    cache_policy=NO_CACHE,
+    retries=2,
+    retry_delay_seconds=[2, 10],
+)
+def ingest_partition_task(
+    settings: Settings,
+    collection: str,
+    partition: Partition,
+    on_progress: ProgressCallback | None = None,
+) -> PartitionResult:
+    """Prefect edge of :func:`ingest_partition`, runnable on any worker of a task runner.
+
+    It opens its own index client, model and cache (the model once per process), so the same
+    task runs in a thread of the flow or in a Dask worker process on another machine. Retried
+    because a Chroma server can blip; a retry redoes the partition, which is idempotent.
+    """
+    index = open_index(settings, collection)
+    cache = EmbeddingCache(settings.embedding_cache_path) if settings.embedding.cache else None
+    try:
+        return ingest_partition(
+            partition,
+            index,
+            embedder_from_settings(settings),
+            cache,
+            settings.chunking,
+            passwords=settings.ingest.pdf_passwords,
+            min_pdf_chars_per_page=settings.ingest.min_pdf_chars_per_page,
+            on_progress=on_progress,
+        )
+    finally:
+        if cache is not None:
+            cache.close()
 
 
 @flow(name="ingest", log_prints=False)

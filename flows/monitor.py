@@ -17,10 +17,12 @@ from flows.reindex import ReindexRequest, reindex
 from ragcycle.errors import ConfigError
 from ragcycle.runtime import configure_environment
 from ragcycle.settings import load_settings
+from tasks.audit import QueryLog
 from tasks.indexing import open_index
 from tasks.loading import discover_sources, hash_sources
 from tasks.monitoring import baseline_metrics, corpus_drift, query_drift, run_checks_task
-from tasks.tracking import QueryLog, mlflow_client, record_decision_task
+from tasks.promotion import gate_names
+from tasks.tracking.runs import mlflow_client, record_decision_task
 from tasks.versions import VersionRegistry
 
 __all__ = ["QUALITY_DROPPED", "MonitorRequest", "monitor"]
@@ -72,8 +74,7 @@ def monitor(request: MonitorRequest) -> dict[str, Any]:
             tags={"ragcycle.role": "monitor"},
         )
     )
-    tolerances = {n.format(k=k): rule.tolerance for n, rule in life.gate.items()}
-    thresholds = {n.format(k=k): value for n, value in life.thresholds.items()}
+    tolerances, thresholds = gate_names(life, k)
     baseline = baseline_metrics(
         settings.mlflow_tracking_uri,
         result["experiment"],

@@ -15,11 +15,11 @@ from flows.evaluate import EvaluateRequest, evaluate
 from flows.ingest import IngestRequest, ingest
 from ragcycle.errors import ConfigError
 from ragcycle.runtime import configure_environment
-from ragcycle.settings import Settings, load_settings
-from tasks.evaluation import quality_gate
+from ragcycle.settings import load_settings
 from tasks.indexing import open_chroma_client
 from tasks.loading import discover_sources, hash_sources
-from tasks.tracking import mlflow_client, prefect_run_tags, record_decision_task
+from tasks.promotion import gate_names, quality_gate
+from tasks.tracking.runs import mlflow_client, prefect_run_tags, record_decision_task
 from tasks.versions import (
     VersionRegistry,
     corpus_snapshot,
@@ -51,12 +51,6 @@ def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
         else:
             merged[key] = value
     return merged
-
-
-def _gate_names(settings: Settings, k: int) -> tuple[dict[str, float], dict[str, float]]:
-    tolerances = {n.format(k=k): r.tolerance for n, r in settings.lifecycle.gate.items()}
-    thresholds = {n.format(k=k): v for n, v in settings.lifecycle.thresholds.items()}
-    return tolerances, thresholds
 
 
 @flow(name="reindex")
@@ -185,7 +179,7 @@ def reindex(request: ReindexRequest) -> dict[str, Any]:
                     )
                 )
                 live_metrics = live_eval["metrics"]
-            tolerances, thresholds = _gate_names(settings, settings.retrieval.k)
+            tolerances, thresholds = gate_names(settings.lifecycle, settings.retrieval.k)
             gate = quality_gate(
                 candidate["metrics"],
                 live_metrics,

@@ -19,7 +19,7 @@ import bisect
 import hashlib
 import itertools
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from prefect import task
@@ -27,6 +27,7 @@ from prefect.cache_policies import NO_CACHE
 
 from ragcycle.settings import ChunkingSettings
 from tasks.loading import Document
+from tasks.text import sentence_breaks
 
 __all__ = [
     "Chunk",
@@ -65,14 +66,26 @@ def text_hash(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-# Boundaries from coarsest to finest. Each pattern matches the gap *before* a new piece starts.
+BreakFinder = Callable[[str, int, int], Iterable[int]]
+
+
+def _breaks_after(pattern: re.Pattern[str]) -> BreakFinder:
+    """Offsets right after each match of ``pattern``: where the next piece starts."""
+
+    def find(text: str, start: int, end: int) -> Iterable[int]:
+        return (match.end() for match in pattern.finditer(text, start, end))
+
+    return find
+
+
+# Boundaries from coarsest to finest; each finder yields the offsets where a new piece starts.
 _HEADING = re.compile(r"\n(?=#{1,6} \S)")
-_LEVELS: tuple[re.Pattern[str], ...] = (
-    _HEADING,
-    re.compile(r"\n\s*\n"),
-    re.compile(r"\n"),
-    re.compile(r"(?<=[.!?;:。！？])\s+"),  # noqa: RUF001 (CJK sentence ends)
-    re.compile(r"\s+"),
+_LEVELS: tuple[BreakFinder, ...] = (
+    _breaks_after(_HEADING),
+    _breaks_after(re.compile(r"\n\s*\n")),
+    _breaks_after(re.compile(r"\n")),
+    sentence_breaks,
+    _breaks_after(re.compile(r"\s+")),
 )
 _HEADING_LINE = re.compile(r"^(#{1,6}) +(.+?) *#*$", re.MULTILINE)
 
@@ -94,7 +107,7 @@ def _split(text: str, start: int, end: int, size: int, level: int) -> list[tuple
         return [(start, end)] if end > start else []
     if level == len(_LEVELS):
         return [(pos, min(pos + size, end)) for pos in range(start, end, size)]
-    cuts = [match.end() for match in _LEVELS[level].finditer(text, start, end)]
+    cuts = list(_LEVELS[level](text, start, end))
     bounds = [start, *(cut for cut in cuts if start < cut < end), end]
     spans: list[tuple[int, int]] = []
     for left, right in itertools.pairwise(bounds):

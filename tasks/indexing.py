@@ -10,7 +10,6 @@ that could disagree with them after a crash.
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
@@ -19,19 +18,11 @@ from urllib.parse import urlparse
 import numpy as np
 from prefect import task
 from prefect.cache_policies import NO_CACHE
-from pydantic import SecretStr
 
 from ragcycle.errors import ConfigError, IndexStoreError
-from ragcycle.settings import ChunkingSettings, HnswSettings, Settings
-from tasks.chunking import Chunk, chunk_documents, flatten_chunks
-from tasks.embedding import (
-    EmbeddingCache,
-    ProgressCallback,
-    TextEmbedder,
-    embed_with_cache,
-    embedder_from_settings,
-)
-from tasks.loading import Document, LoadFailure, SourceFile, file_content_hash, load_documents
+from ragcycle.settings import HnswSettings, Settings
+from tasks.chunking import Chunk, flatten_chunks
+from tasks.loading import Document, LoadFailure, SourceFile, file_content_hash
 
 if TYPE_CHECKING:
     from chromadb.api import ClientAPI
@@ -47,8 +38,6 @@ __all__ = [
     "VectorIndex",
     "WriteResult",
     "chunk_metadata",
-    "ingest_partition",
-    "ingest_partition_task",
     "open_chroma_client",
     "open_index",
     "partition_plan",
@@ -541,83 +530,3 @@ def partition_plan(
             )
         )
     return partitions
-
-
-def ingest_partition(
-    partition: Partition,
-    index: VectorIndex,
-    embedder: TextEmbedder,
-    cache: EmbeddingCache | None,
-    chunking: ChunkingSettings,
-    *,
-    passwords: Sequence[SecretStr] = (),
-    min_pdf_chars_per_page: int = 0,
-    on_progress: ProgressCallback | None = None,
-) -> PartitionResult:
-    """Load, chunk, embed and write one partition; bad files are recorded, not raised."""
-    seconds: dict[str, float] = {}
-    begun = time.perf_counter()
-    documents, failures = load_documents(
-        partition.sources, passwords=passwords, min_pdf_chars_per_page=min_pdf_chars_per_page
-    )
-    seconds["load"], begun = time.perf_counter() - begun, time.perf_counter()
-    chunks = chunk_documents(documents, chunking)
-    ordered = flatten_chunks(documents, chunks)
-    seconds["chunk"], begun = time.perf_counter() - begun, time.perf_counter()
-    vectors, embedded = embed_with_cache(
-        [chunk.text for chunk in ordered],
-        [chunk.content_hash for chunk in ordered],
-        embedder,
-        cache,
-        on_progress=on_progress,
-    )
-    seconds["embed"], begun = time.perf_counter() - begun, time.perf_counter()
-    written = write_documents(
-        index, documents, chunks, vectors, partition.states, chunking.config_hash()
-    )
-    seconds["index"] = time.perf_counter() - begun
-    return PartitionResult(
-        warnings={document.doc_id: list(document.warnings) for document in documents},
-        failures=failures,
-        written=written.written,
-        deleted=written.deleted,
-        embedded=embedded,
-        seconds=seconds,
-    )
-
-
-@task(
-    name="ingest-partition",
-    task_run_name="ingest-{partition.label}",
-    cache_policy=NO_CACHE,
-    retries=2,
-    retry_delay_seconds=[2, 10],
-)
-def ingest_partition_task(
-    settings: Settings,
-    collection: str,
-    partition: Partition,
-    on_progress: ProgressCallback | None = None,
-) -> PartitionResult:
-    """Prefect edge of :func:`ingest_partition`, runnable on any worker of a task runner.
-
-    It opens its own index client, model and cache (the model once per process), so the same
-    task runs in a thread of the flow or in a Dask worker process on another machine. Retried
-    because a Chroma server can blip; a retry redoes the partition, which is idempotent.
-    """
-    index = open_index(settings, collection)
-    cache = EmbeddingCache(settings.embedding_cache_path) if settings.embedding.cache else None
-    try:
-        return ingest_partition(
-            partition,
-            index,
-            embedder_from_settings(settings),
-            cache,
-            settings.chunking,
-            passwords=settings.ingest.pdf_passwords,
-            min_pdf_chars_per_page=settings.ingest.min_pdf_chars_per_page,
-            on_progress=on_progress,
-        )
-    finally:
-        if cache is not None:
-            cache.close()

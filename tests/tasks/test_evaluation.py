@@ -7,19 +7,18 @@ from pathlib import Path
 import pytest
 
 from ragcycle.errors import DatasetError
-from tasks.evaluation import (
-    bootstrap_ci,
+from tasks.evaluation.golden import load_golden, matches_source
+from tasks.evaluation.metrics import (
     hit_rate_at_k,
-    load_golden,
-    matches_source,
     mrr,
     ndcg_at_k,
     precision_at_k,
     recall_at_k,
-    summarize,
     supported_share,
     token_f1,
 )
+from tasks.evaluation.scoring import summarize
+from tasks.evaluation.stats import bootstrap_ci
 
 
 def test_ndcg_of_a_hand_worked_ranking() -> None:
@@ -153,7 +152,7 @@ def test_summary_averages_repeats_per_question_first() -> None:
     ],
 )
 def test_judge_replies_are_parsed_robustly(reply: str, expected: float) -> None:
-    from tasks.evaluation import parse_judge_score
+    from tasks.evaluation.judges import parse_judge_score
 
     score = parse_judge_score(reply)
     assert (math.isnan(score) and math.isnan(expected)) or score == pytest.approx(expected)
@@ -161,7 +160,7 @@ def test_judge_replies_are_parsed_robustly(reply: str, expected: float) -> None:
 
 def test_judge_rows_survive_failures_and_garbage() -> None:
     from ragcycle.errors import GenerationError
-    from tasks.evaluation import judge_rows
+    from tasks.evaluation.judges import judge_rows
 
     class Judge:
         def __init__(self) -> None:

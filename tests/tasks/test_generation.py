@@ -8,14 +8,9 @@ import pytest
 from pydantic import SecretStr
 
 from ragcycle.errors import GenerationError
-from tasks.generation import (
-    DONT_KNOW,
-    ExtractiveGenerator,
-    OpenAIChatGenerator,
-    PromptTemplate,
-    split_sentences,
-    token_counter,
-)
+from tasks.generation.chat import OpenAIChatGenerator
+from tasks.generation.extractive import ExtractiveGenerator, split_sentences, token_counter
+from tasks.generation.prompts import DONT_KNOW, PromptTemplate
 from tasks.indexing import Hit
 from tests.fakes import ChatServer, completion
 
@@ -148,7 +143,7 @@ def test_api_key_comes_from_a_prefect_secret_block() -> None:
     from prefect.blocks.system import Secret
 
     from ragcycle.settings import GenerationSettings
-    from tasks.generation import resolve_api_key
+    from tasks.generation.chat import resolve_api_key
 
     Secret(value="sk-from-block").save("llm-key", overwrite=True)
     key = resolve_api_key(GenerationSettings(api_key_secret_block="llm-key"))
@@ -161,7 +156,7 @@ def test_api_key_comes_from_a_prefect_secret_block() -> None:
 
 
 def test_static_scorer_ranks_the_answering_sentence_first(embedder: Any) -> None:
-    from tasks.generation import StaticSentenceScorer
+    from tasks.generation.extractive import StaticSentenceScorer
 
     scorer = StaticSentenceScorer(embedder)
     sentences = [

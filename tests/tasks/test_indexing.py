@@ -5,15 +5,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from flows.ingest import ingest_partition
 from ragcycle.errors import ConfigError
 from ragcycle.settings import ChunkingSettings, Settings
-from tasks.indexing import (
-    ingest_partition,
-    open_index,
-    partition_plan,
-    plan_ingest,
-    remove_documents,
-)
+from tasks.indexing import open_index, partition_plan, plan_ingest, remove_documents
 from tasks.loading import discover_sources
 from tests.fakes import HashEmbedder
 

@@ -1,0 +1,27 @@
+"""The ``ragcycle`` command line: it parses, calls a flow or a task, and prints.
+
+Heavy libraries (torch, chromadb, mlflow, prefect) are imported inside commands, after the
+environment is configured, so ``ragcycle --help`` stays fast and offline settings apply.
+
+- :mod:`~ragcycle.cli.common`: the app, its groups, shared options and error handling.
+- :mod:`~ragcycle.cli.pipeline`: ``config``, ``ingest``, ``ask``, ``eval``, ``benchmark``.
+- :mod:`~ragcycle.cli.lifecycle`: ``reindex``, ``monitor``, ``serve``, ``status``, ``index``,
+  ``demo``.
+"""
+
+from __future__ import annotations
+
+from ragcycle.cli.common import app
+
+# Each module registers its commands on ``app``; --help lists them in this order.
+# isort: off
+from ragcycle.cli import pipeline  # noqa: F401
+from ragcycle.cli import lifecycle  # noqa: F401
+
+# isort: on
+
+__all__ = ["app", "main"]
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,252 @@
+"""The lifecycle's commands: reindex, monitor, serve the deployments, status, index versions,
+and the demo walkthrough."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from ragcycle.cli.common import (
+    ConfigOption,
+    JsonOption,
+    app,
+    console,
+    fail,
+    index_app,
+    json_number,
+    registry_for,
+    script_path,
+    settings_for,
+)
+from ragcycle.errors import RagcycleError
+
+
+@app.command()
+def reindex(
+    reason: Annotated[str, typer.Option(help="Why; recorded with the decision.")] = "manual",
+    paths: Annotated[
+        list[Path] | None, typer.Argument(help="Sources (default: lifecycle.sources).")
+    ] = None,
+    dataset: Annotated[
+        Path | None,
+        typer.Option(help="Golden set for the gate (default: lifecycle.golden_dataset)."),
+    ] = None,
+    force: Annotated[bool, typer.Option(help="Build even if the same target is live.")] = False,
+    deployment: Annotated[
+        bool,
+        typer.Option(
+            "--deployment",
+            help="Submit the deployed `reindex` flow to the configured Prefect server instead"
+            " of running it here.",
+        ),
+    ] = False,
+    config: ConfigOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Build a new index version, evaluate it against the live one, promote it if it is no worse.
+
+    The live version keeps answering while the candidate is built; a rejected or failed build
+    leaves it untouched. Re-running for a target already live (or being built) is a no-op.
+    """
+    settings = settings_for(config, progress=not as_json)
+    parameters = {
+        "reason": reason,
+        "paths": [str(p) for p in paths] if paths else None,
+        "dataset": str(dataset) if dataset else None,
+        "force": force,
+        "config_file": str(config) if config else None,
+    }
+    if deployment:
+        if not settings.prefect.api_url:
+            raise typer.BadParameter("--deployment needs prefect.api_url (a Prefect server)")
+        from prefect.client.schemas.objects import FlowRun
+        from prefect.deployments import run_deployment
+
+        submitted = run_deployment("reindex/reindex", parameters={"request": parameters}, timeout=0)
+        if not isinstance(submitted, FlowRun):  # only the async API returns a coroutine
+            raise fail(RagcycleError("run_deployment returned no flow run"))
+        result: dict[str, Any] = {"flow_run_id": str(submitted.id), "state": submitted.state_name}
+    else:
+        from flows.reindex import ReindexRequest
+        from flows.reindex import reindex as reindex_flow
+
+        try:
+            result = reindex_flow(ReindexRequest(**parameters))
+        except RagcycleError as exc:
+            raise fail(exc) from None
+    if as_json:
+        typer.echo(json.dumps(result, default=json_number))
+        return
+    console.print(f"[bold]{result.get('decision', result.get('state'))}[/bold]")
+    for reason_line in result.get("reasons", []):
+        console.print(f"  - {reason_line}")
+
+
+@app.command()
+def monitor(
+    dataset: Annotated[
+        Path | None, typer.Option(help="Golden set (default: lifecycle.golden_dataset).")
+    ] = None,
+    act: Annotated[
+        bool, typer.Option("--act/--no-act", help="Trigger a reindex when a check fails.")
+    ] = True,
+    config: ConfigOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Evaluate the live index; check thresholds, the drop against its baseline, corpus and query
+    drift; on a failed check, trigger the reindex (an event on a server, a direct run locally)."""
+    settings_for(config, progress=not as_json)
+    from flows.monitor import MonitorRequest
+    from flows.monitor import monitor as monitor_flow
+
+    try:
+        result = monitor_flow(
+            MonitorRequest(
+                dataset=str(dataset) if dataset else None,
+                act=act,
+                config_file=str(config) if config else None,
+            )
+        )
+    except RagcycleError as exc:
+        raise fail(exc) from None
+    if as_json:
+        typer.echo(json.dumps(result, default=json_number))
+        return
+    console.print(f"[bold]{result['decision']}[/bold] (live version {result['live_version']})")
+    for reason_line in result["reasons"]:
+        console.print(f"  - {reason_line}")
+
+
+@app.command()
+def serve(config: ConfigOption = None) -> None:
+    """Serve the deployments (ingest, evaluate, monitor on its cron, reindex on quality drops)
+    from this process against the configured Prefect server, until interrupted."""
+    settings = settings_for(config)
+    if not settings.prefect.api_url:
+        raise typer.BadParameter("serve needs a Prefect server: set prefect.api_url")
+    from prefect import serve as prefect_serve
+
+    from flows.deployments import build_deployments
+
+    prefect_serve(*build_deployments(settings, str(config) if config else None))
+
+
+@app.command()
+def status(config: ConfigOption = None, as_json: JsonOption = False) -> None:
+    """Live version, last evaluation and last lifecycle decision, from MLflow."""
+    settings = settings_for(config)
+    registry = registry_for(settings)
+    from tasks.tracking.runs import latest_runs
+
+    live = registry.live()
+    report = {
+        "index": settings.chroma.collection,
+        "live": live.as_dict() if live else None,
+        **latest_runs(settings.mlflow_tracking_uri, settings.mlflow.experiment_prefix),
+    }
+    if as_json:
+        typer.echo(json.dumps(report, default=json_number))
+        return
+    console.print_json(json.dumps(report, default=json_number))
+
+
+@index_app.command("list")
+def index_list(config: ConfigOption = None, as_json: JsonOption = False) -> None:
+    """Every version of the index, with its status and aliases (champion = live)."""
+    versions = [v.as_dict() for v in registry_for(settings_for(config)).versions()]
+    if as_json:
+        typer.echo(json.dumps(versions))
+        return
+    table = Table("version", "collection", "status", "aliases", "reason", title="index versions")
+    for v in versions:
+        table.add_row(
+            str(v["version"]),
+            v["collection"],
+            v["status"],
+            ",".join(v["aliases"]),
+            v.get("reason", ""),
+        )
+    console.print(table)
+
+
+@index_app.command("promote")
+def index_promote(
+    version: Annotated[int, typer.Argument(help="Version number to make live.")],
+    config: ConfigOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Make a version live by hand (the live one becomes `previous`)."""
+    try:
+        promoted = registry_for(settings_for(config)).promote(version)
+    except RagcycleError as exc:
+        raise fail(exc) from None
+    typer.echo(json.dumps(promoted.as_dict()) if as_json else f"version {version} is live")
+
+
+@index_app.command("rollback")
+def index_rollback(config: ConfigOption = None, as_json: JsonOption = False) -> None:
+    """Make the previous version live again."""
+    try:
+        restored = registry_for(settings_for(config)).rollback()
+    except RagcycleError as exc:
+        raise fail(exc) from None
+    typer.echo(json.dumps(restored.as_dict()) if as_json else f"version {restored.version} is live")
+
+
+# The repository's sample corpus (samples/ beside the packages in a checkout).
+SAMPLE_CORPUS = Path(__file__).resolve().parents[2] / "samples" / "corpus"
+SAMPLE_GOLDEN = SAMPLE_CORPUS.parent / "golden.jsonl"
+
+
+class _ConsoleNarrator:
+    """The demo's steps as rules and lines on the terminal."""
+
+    def step(self, title: str) -> None:
+        console.rule(f"[bold]{title}")
+
+    def say(self, text: str) -> None:
+        console.print(text)
+
+
+@app.command()
+def demo(
+    corpus: Annotated[
+        Path, typer.Option(help="Documents to use (default: the repository's sample corpus).")
+    ] = SAMPLE_CORPUS,
+    dataset: Annotated[
+        Path, typer.Option(help="Golden set for the corpus.", dir_okay=False)
+    ] = SAMPLE_GOLDEN,
+    config: ConfigOption = None,
+) -> None:
+    """Walk the whole lifecycle on embedded defaults (no server needed).
+
+    1. build and promote the first index version, 2. evaluate it (MLflow), 3. add a document the
+    golden set asks about, 4. the monitor notices the corpus drift and 5. triggers a reindex that
+    is evaluated against the live version and promoted, 6. the evaluation recovers. Ends with a
+    plot of the gate metrics and the commands that open the MLflow and Prefect UIs on this data.
+    """
+    if not corpus.is_dir():
+        raise typer.BadParameter(f"corpus folder {corpus} does not exist")
+    settings = settings_for(config)
+    from flows.demo import run_demo
+
+    try:
+        result = run_demo(
+            settings, corpus, dataset, _ConsoleNarrator(), str(config) if config else None
+        )
+    except RagcycleError as exc:
+        raise fail(exc) from None
+    console.rule("[bold]Where to look")
+    data_dir = settings.data_dir.resolve()
+    console.print(
+        f"Plot of the gate metrics: {result.plot}\n"
+        f"MLflow UI:  {script_path('mlflow')} ui --backend-store-uri {settings.mlflow_tracking_uri}"
+        f" --host 127.0.0.1 --port 5000   (http://127.0.0.1:5000)\n"
+        f"Prefect UI: PREFECT_HOME={settings.prefect_home} {script_path('prefect')} server start"
+        " --host 127.0.0.1   (http://127.0.0.1:4200)\n"
+        f"Index versions: {script_path('ragcycle')} index list   (data in {data_dir})"
+    )

@@ -1,0 +1,113 @@
+"""Per-question metrics: how well retrieval ranked the answering documents, and how close and
+how grounded an answer is.
+
+Retrieval is scored at document level (a document ranks at its best chunk) because golden sets
+name files, not chunks. Metrics return ``nan`` when there is nothing to score (recall of a
+question with no relevant document), never a fake 0, and aggregates ignore those rows.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import string
+from collections import Counter
+from collections.abc import Iterable, Sequence
+
+from tasks.evaluation.golden import matches_source
+from tasks.text import STOPWORDS, split_sentences
+
+__all__ = [
+    "hit_rate_at_k",
+    "mrr",
+    "ndcg_at_k",
+    "normalize_answer",
+    "precision_at_k",
+    "recall_at_k",
+    "relevant_in",
+    "supported_share",
+    "token_f1",
+]
+
+
+def relevant_in(ranked: Sequence[str], expected: Iterable[str]) -> list[bool]:
+    wanted = list(expected)
+    return [any(matches_source(doc_id, source) for source in wanted) for doc_id in ranked]
+
+
+def hit_rate_at_k(relevance: Sequence[bool], k: int) -> float:
+    return float(any(relevance[:k]))
+
+
+def recall_at_k(relevance: Sequence[bool], total_relevant: int, k: int) -> float:
+    if total_relevant == 0:
+        return math.nan
+    return sum(relevance[:k]) / total_relevant
+
+
+def precision_at_k(relevance: Sequence[bool], k: int) -> float:
+    return sum(relevance[:k]) / k
+
+
+def mrr(relevance: Sequence[bool], k: int | None = None) -> float:
+    for rank, relevant in enumerate(relevance[:k] if k else relevance, start=1):
+        if relevant:
+            return 1.0 / rank
+    return 0.0
+
+
+def ndcg_at_k(gains: Sequence[float], ideal_gains: Iterable[float], k: int) -> float:
+    """nDCG with trec_eval's linear gains: sum(gain / log2(rank + 1)) over the ideal ordering."""
+    ideal = sorted((g for g in ideal_gains if g > 0), reverse=True)[:k]
+    if not ideal:
+        return math.nan
+    dcg = sum(g / math.log2(rank + 2) for rank, g in enumerate(gains[:k]))
+    idcg = sum(g / math.log2(rank + 2) for rank, g in enumerate(ideal))
+    return dcg / idcg
+
+
+_ARTICLES = re.compile(r"\b(a|an|the)\b")
+
+
+_PUNCTUATION = str.maketrans("", "", string.punctuation)
+
+
+_CITATION = re.compile(r"\s*\[\d+\]")
+
+
+def normalize_answer(text: str) -> list[str]:
+    """SQuAD's normalisation: lower case, no punctuation, articles or citation markers."""
+    text = _CITATION.sub(" ", text).lower().translate(_PUNCTUATION)
+    return _ARTICLES.sub(" ", text).split()
+
+
+def token_f1(prediction: str, reference: str) -> float:
+    """SQuAD token F1 between an answer and the reference answer."""
+    predicted, expected = normalize_answer(prediction), normalize_answer(reference)
+    if not predicted or not expected:
+        return float(predicted == expected)
+    common = sum((Counter(predicted) & Counter(expected)).values())
+    if common == 0:
+        return 0.0
+    precision, recall = common / len(predicted), common / len(expected)
+    return 2 * precision * recall / (precision + recall)
+
+
+def supported_share(answer: str, contexts: Sequence[str], threshold: float = 0.8) -> float:
+    """Share of answer sentences whose words (no stop-words) mostly occur in the context.
+
+    A lexical check: cheap and deterministic, exact for extractive answers, a lower bound for
+    paraphrases (the LLM-judge faithfulness covers those when a judge is configured).
+    """
+    context_words = set(normalize_answer(" ".join(contexts)))
+    sentences = [s for s in split_sentences(_CITATION.sub("", answer)) if normalize_answer(s)]
+    if not sentences:
+        return math.nan
+    supported = 0
+    for sentence in sentences:
+        words = [w for w in normalize_answer(sentence) if w not in STOPWORDS] or normalize_answer(
+            sentence
+        )
+        if sum(w in context_words for w in words) / len(words) >= threshold:
+            supported += 1
+    return supported / len(sentences)

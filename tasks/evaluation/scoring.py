@@ -1,0 +1,263 @@
+"""Scoring an evaluation: every answered question becomes one row of metrics, guardrail flags,
+latency and cost, and the rows become a summary with confidence intervals.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from tasks.evaluation.golden import GoldenItem, matches_source
+from tasks.evaluation.judges import JUDGE_CRITERIA
+from tasks.evaluation.metrics import (
+    hit_rate_at_k,
+    mrr,
+    ndcg_at_k,
+    precision_at_k,
+    recall_at_k,
+    relevant_in,
+    supported_share,
+    token_f1,
+)
+from tasks.evaluation.stats import bootstrap_ci, nanmean, percentile
+
+__all__ = [
+    "QUALITY_METRICS",
+    "RATE_METRICS",
+    "ScoringConfig",
+    "Summary",
+    "score_row",
+    "score_rows",
+    "score_rows_task",
+    "summarize",
+    "summarize_task",
+]
+
+
+@dataclass(frozen=True)
+class ScoringConfig:
+    """What scoring needs besides the answers: k, prices and guardrail thresholds."""
+
+    k: int
+    price_prompt_per_mtok: float = 0.0
+    price_completion_per_mtok: float = 0.0
+    toxicity_threshold: float = 0.5
+
+
+def score_row(
+    item: GoldenItem,
+    repeat: int,
+    retrieval: Any,
+    answer: Any,
+    config: ScoringConfig,
+    *,
+    answer_vector: np.ndarray | None,
+    expected_vector: np.ndarray | None,
+) -> dict[str, Any]:
+    """Every per-question metric, guardrail flag and cost figure for one answered question."""
+    from tasks.guardrails import check_contexts, check_text
+
+    k = config.k
+    documents = retrieval.documents()
+    ranked = [doc.doc_id for doc in documents]
+    relevance = relevant_in(ranked, item.expected_sources)
+    answerable = item.answerable
+    has_sources = bool(item.expected_sources)
+    contexts = [hit.text for hit in retrieval.top_chunks(k)]
+    guard = check_text(answer.text, toxicity_threshold=config.toxicity_threshold)
+    context_pii = any(check_text(text).pii for text in contexts)
+    retrieve_ms = float(retrieval.latency_ms.get("retrieve", 0.0))
+    cost = (
+        answer.prompt_tokens * config.price_prompt_per_mtok
+        + answer.completion_tokens * config.price_completion_per_mtok
+    ) / 1e6
+    row: dict[str, Any] = {
+        "line": item.line,
+        "repeat": repeat,
+        "question": item.question,
+        "answer": answer.text,
+        "expected_answer": item.expected_answer,
+        "expected_sources": list(item.expected_sources),
+        "retrieved_documents": ranked[:k],
+        "sources": [f"{s.source}#p{s.page}" if s.page else s.source for s in answer.sources],
+        "abstained": bool(answer.abstained),
+        "best_score": float(retrieval.best_score),
+        f"hit_rate_at_{k}": hit_rate_at_k(relevance, k) if has_sources else math.nan,
+        f"recall_at_{k}": recall_at_k(relevance, len(item.expected_sources), k)
+        if has_sources
+        else math.nan,
+        f"precision_at_{k}": precision_at_k(relevance, k) if has_sources else math.nan,
+        "mrr": mrr(relevance, k) if has_sources else math.nan,
+        f"ndcg_at_{k}": ndcg_at_k(
+            [float(r) for r in relevance], [1.0] * len(item.expected_sources), k
+        )
+        if has_sources
+        else math.nan,
+        "page_hit_rate": _page_hit(documents[:k], item) if item.pages else math.nan,
+        "answer_f1": token_f1(answer.text, item.expected_answer)
+        if item.expected_answer is not None
+        else math.nan,
+        "answer_similarity": _cosine(answer_vector, expected_vector)
+        if item.expected_answer is not None and not answer.abstained
+        else (0.0 if item.expected_answer is not None else math.nan),
+        "faithfulness": supported_share(answer.text, contexts)
+        if not answer.abstained
+        else math.nan,
+        "answer_relevance": _cosine(answer_vector, retrieval.vector)
+        if not answer.abstained
+        else math.nan,
+        "no_answer_correct": float(answer.abstained != answerable),
+        "abstained_when_unanswerable": float(answer.abstained) if not answerable else math.nan,
+        "answered_when_answerable": float(not answer.abstained) if answerable else math.nan,
+        "pii_in_answer": float(bool(guard.pii)),
+        "pii_kinds": ",".join(guard.pii_kinds),
+        "toxicity": guard.toxicity,
+        "toxic_answer": float(guard.toxic),
+        "pii_in_context": float(context_pii),
+        "injection_in_context": float(bool(check_contexts(contexts))),
+        "latency_retrieve_ms": retrieve_ms,
+        "latency_generate_ms": float(answer.generate_ms),
+        "latency_total_ms": retrieve_ms + float(answer.generate_ms),
+        "prompt_tokens": int(answer.prompt_tokens),
+        "completion_tokens": int(answer.completion_tokens),
+        "cost_usd": cost,
+    }
+    row["flagged"] = bool(
+        row["pii_in_answer"] or row["toxic_answer"] or row["injection_in_context"]
+    )
+    return row
+
+
+def _page_hit(documents: Sequence[Any], item: GoldenItem) -> float:
+    """1 if a retrieved expected document's best chunk sits on one of the expected pages."""
+    for document in documents:
+        for source, pages in item.pages.items():
+            if matches_source(document.doc_id, source) and document.page in pages:
+                return 1.0
+    return 0.0
+
+
+def _cosine(a: np.ndarray | None, b: np.ndarray | None) -> float:
+    if a is None or b is None:
+        return math.nan
+    denominator = float(np.linalg.norm(a) * np.linalg.norm(b))
+    return float(np.dot(a, b) / denominator) if denominator else math.nan
+
+
+QUALITY_METRICS = (
+    "hit_rate_at_{k}",
+    "recall_at_{k}",
+    "precision_at_{k}",
+    "mrr",
+    "ndcg_at_{k}",
+    "page_hit_rate",
+    "answer_f1",
+    "answer_similarity",
+    "faithfulness",
+    "answer_relevance",
+    "no_answer_correct",
+    "abstained_when_unanswerable",
+    "answered_when_answerable",
+)
+
+
+RATE_METRICS = ("pii_in_answer", "toxic_answer", "pii_in_context", "injection_in_context")
+
+
+@dataclass
+class Summary:
+    """Aggregated metrics with confidence intervals, ready to log."""
+
+    metrics: dict[str, float]
+    ci: dict[str, tuple[float, float]]
+    questions: int
+    rows: int
+
+
+def summarize(
+    rows: Sequence[Mapping[str, Any]],
+    k: int,
+    *,
+    samples: int = 1000,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> Summary:
+    """Means over questions (repeats averaged first) with bootstrap intervals; latency
+    percentiles, tokens and cost over all rows."""
+    by_question: dict[int, list[Mapping[str, Any]]] = {}
+    for row in rows:
+        by_question.setdefault(int(row["line"]), []).append(row)
+    metrics: dict[str, float] = {}
+    ci: dict[str, tuple[float, float]] = {}
+    judged = tuple(name for name in JUDGE_CRITERIA if rows and name in rows[0])
+    for template in (*QUALITY_METRICS, *judged, *RATE_METRICS):
+        name = template.format(k=k)
+        per_question = [nanmean(float(r[name]) for r in group) for group in by_question.values()]
+        metrics[name] = nanmean(per_question)
+        ci[name] = bootstrap_ci(per_question, samples=samples, confidence=confidence, seed=seed)
+    for stage in ("retrieve", "generate", "total"):
+        values = [float(r[f"latency_{stage}_ms"]) for r in rows]
+        metrics[f"latency_{stage}_p50_ms"] = percentile(values, 50)
+        metrics[f"latency_{stage}_p95_ms"] = percentile(values, 95)
+    metrics["prompt_tokens_total"] = float(sum(int(r["prompt_tokens"]) for r in rows))
+    metrics["completion_tokens_total"] = float(sum(int(r["completion_tokens"]) for r in rows))
+    metrics["cost_usd_total"] = float(sum(float(r["cost_usd"]) for r in rows))
+    metrics["cost_usd_per_question"] = metrics["cost_usd_total"] / max(1, len(rows))
+    metrics["flagged_rate"] = nanmean(float(bool(r["flagged"])) for r in rows)
+    return Summary(metrics=metrics, ci=ci, questions=len(by_question), rows=len(rows))
+
+
+def score_rows(
+    items: Sequence[GoldenItem],
+    repeats: Sequence[int],
+    retrievals: Sequence[Any],
+    answers: Sequence[Any],
+    embedder: Any,
+    config: ScoringConfig,
+) -> list[dict[str, Any]]:
+    """Score every (item, repeat); answers and references are embedded in one batch."""
+    answer_texts = [answer.text for answer in answers]
+    references = [item.expected_answer or "" for item in items]
+    vectors = embedder.embed([*answer_texts, *references]) if answers else np.zeros((0, 0))
+    count = len(answers)
+    return [
+        score_row(
+            item,
+            repeat,
+            retrieval,
+            answer,
+            config,
+            answer_vector=vectors[i],
+            expected_vector=vectors[count + i] if item.expected_answer is not None else None,
+        )
+        for i, (item, repeat, retrieval, answer) in enumerate(
+            zip(items, repeats, retrievals, answers, strict=True)
+        )
+    ]
+
+
+@task(name="score", cache_policy=NO_CACHE)
+def score_rows_task(
+    items: list[GoldenItem],
+    repeats: list[int],
+    retrievals: list[Any],
+    answers: list[Any],
+    embedder: Any,
+    config: ScoringConfig,
+) -> list[dict[str, Any]]:
+    """Prefect edge of :func:`score_rows`."""
+    return score_rows(items, repeats, retrievals, answers, embedder, config)
+
+
+@task(name="summarize", cache_policy=NO_CACHE)
+def summarize_task(
+    rows: list[dict[str, Any]], k: int, samples: int, confidence: float, seed: int
+) -> Summary:
+    """Prefect edge of :func:`summarize`."""
+    return summarize(rows, k, samples=samples, confidence=confidence, seed=seed)

@@ -1,0 +1,177 @@
+"""The chat backend: any OpenAI-compatible ``/chat/completions`` endpoint (OpenAI, Ollama, vLLM).
+
+Timeouts, and retries with backoff on 429, 5xx and network errors; the API key comes from
+settings or a Prefect Secret block and never leaves the ``Authorization`` header.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import httpx
+import numpy as np
+from pydantic import SecretStr
+from tenacity import (
+    RetryCallState,
+    Retrying,
+    retry_if_exception,
+    stop_after_attempt,
+    wait_exponential_jitter,
+)
+
+from ragcycle.errors import ConfigError, GenerationError
+from ragcycle.settings import GenerationSettings
+from tasks.generation.answers import Answer, sources_of
+from tasks.generation.prompts import DONT_KNOW, PromptTemplate, build_context
+from tasks.indexing import Hit
+
+__all__ = ["OpenAIChatGenerator", "resolve_api_key"]
+
+
+class _RetryableError(Exception):
+    """An HTTP failure worth another try (429, 5xx, timeouts, dropped connections)."""
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class OpenAIChatGenerator:
+    """Any OpenAI-compatible ``/chat/completions`` endpoint; the key never leaves the header."""
+
+    name = "openai"
+
+    def __init__(
+        self,
+        base_url: str,
+        model: str,
+        *,
+        api_key: SecretStr | None = None,
+        timeout_seconds: float = 60.0,
+        max_retries: int = 4,
+        temperature: float = 0.0,
+        max_tokens: int = 512,
+        backoff_seconds: float = 0.5,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        if not base_url.startswith(("http://", "https://")):
+            raise ConfigError(f"generation.base_url must be an http(s) URL, got {base_url!r}")
+        self.model = model
+        self.max_retries = max_retries
+        self.temperature = temperature
+        self.max_tokens = max_tokens
+        self.backoff_seconds = backoff_seconds
+        headers = {"Content-Type": "application/json"}
+        if api_key is not None:
+            headers["Authorization"] = f"Bearer {api_key.get_secret_value()}"
+        self._client = httpx.Client(
+            base_url=base_url.rstrip("/"),
+            headers=headers,
+            timeout=httpx.Timeout(timeout_seconds),
+            transport=transport,
+        )
+
+    def close(self) -> None:
+        self._client.close()
+
+    def generate(
+        self,
+        question: str,
+        hits: Sequence[Hit],
+        prompt: PromptTemplate,
+        question_vector: np.ndarray,
+    ) -> Answer:
+        started = time.perf_counter()
+        rendered = prompt.format(question=question, context=build_context(hits))
+        text, usage = self.complete([{"role": "user", "content": rendered}])
+        abstained = DONT_KNOW.split(":")[0].lower() in text.lower()
+        cited = sorted({int(n) for n in re.findall(r"\[(\d+)\]", text) if 0 < int(n) <= len(hits)})
+        return Answer(
+            question=question,
+            text=text,
+            sources=sources_of([hits[n - 1] for n in cited] or list(hits)),
+            abstained=abstained,
+            prompt_tokens=int(usage.get("prompt_tokens", 0)),
+            completion_tokens=int(usage.get("completion_tokens", 0)),
+            generate_ms=(time.perf_counter() - started) * 1000,
+            generator=f"openai:{self.model}",
+            prompt=prompt.uri,
+        )
+
+    def complete(self, messages: list[dict[str, str]]) -> tuple[str, dict[str, Any]]:
+        """One chat completion as ``(text, usage)``; :class:`GenerationError` when it gives up."""
+        retrying = Retrying(
+            retry=retry_if_exception(lambda exc: isinstance(exc, _RetryableError)),
+            stop=stop_after_attempt(self.max_retries + 1),
+            wait=self._wait,
+            reraise=True,
+        )
+        try:
+            for attempt in retrying:
+                with attempt:
+                    return self._post(messages)
+        except _RetryableError as exc:
+            raise GenerationError(
+                f"chat completion failed after {self.max_retries + 1} attempts: {exc}"
+            ) from None
+        raise GenerationError("chat completion did not run")  # pragma: no cover - loop returns
+
+    def _wait(self, state: RetryCallState) -> float:
+        exc = state.outcome.exception() if state.outcome else None
+        if isinstance(exc, _RetryableError) and exc.retry_after is not None:
+            return min(exc.retry_after, 30.0)
+        backoff = wait_exponential_jitter(initial=self.backoff_seconds, max=20, jitter=0.1)
+        return float(backoff(state))
+
+    def _post(self, messages: list[dict[str, str]]) -> tuple[str, dict[str, Any]]:
+        body = {
+            "model": self.model,
+            "messages": messages,
+            "temperature": self.temperature,
+            "max_tokens": self.max_tokens,
+        }
+        try:
+            response = self._client.post("/chat/completions", json=body)
+        except (httpx.TimeoutException, httpx.TransportError) as exc:
+            raise _RetryableError(f"{type(exc).__name__}: {exc}") from None
+        if response.status_code == 429 or response.status_code >= 500:
+            retry_after = response.headers.get("retry-after")
+            raise _RetryableError(
+                f"HTTP {response.status_code}",
+                float(retry_after) if retry_after and retry_after.isdigit() else None,
+            )
+        if response.status_code >= 400:
+            raise GenerationError(
+                f"chat completion refused: HTTP {response.status_code}: {response.text[:200]}"
+            )
+        try:
+            payload = response.json()
+            text = payload["choices"][0]["message"]["content"]
+        except (ValueError, KeyError, IndexError, TypeError):
+            raise GenerationError(
+                f"malformed chat completion response: {response.text[:200]!r}"
+            ) from None
+        if not isinstance(text, str):
+            raise GenerationError("malformed chat completion response: content is not text")
+        usage = payload.get("usage") or {}
+        return text.strip(), usage if isinstance(usage, dict) else {}
+
+
+def resolve_api_key(settings: GenerationSettings) -> SecretStr | None:
+    """The endpoint's key: from settings (env) first, else from a Prefect Secret block."""
+    if settings.api_key is not None:
+        return settings.api_key
+    if settings.api_key_secret_block:
+        from prefect.blocks.system import Secret
+
+        try:
+            block = Secret.load(settings.api_key_secret_block, _sync=True)  # type: ignore[call-arg]
+        except ValueError as exc:
+            raise ConfigError(
+                f"Prefect Secret block {settings.api_key_secret_block!r} not found: {exc}"
+            ) from None
+        return SecretStr(str(block.get()))  # type: ignore[union-attr]
+    return None

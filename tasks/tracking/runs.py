@@ -1,0 +1,272 @@
+"""MLflow runs: evaluations and lifecycle decisions as runs a person can compare in the UI.
+
+An evaluation is one run: params (index, model, chunking, prompt), metrics with their confidence
+bounds, the per-question table, the golden set as a dataset input, and tags linking it to the
+Prefect flow run and the git commit. Each lifecycle decision (promote, reject, monitor verdict)
+is a run of its own, so the history of the index reads as a list of decisions.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from tasks.tracking.reports import publish_decision
+
+__all__ = [
+    "EvaluationRecord",
+    "ensure_experiment",
+    "git_sha",
+    "latest_runs",
+    "log_evaluation",
+    "log_evaluation_task",
+    "log_lifecycle_decision",
+    "mlflow_client",
+    "prefect_run_tags",
+    "record_decision_task",
+]
+
+
+def mlflow_client(tracking_uri: str) -> Any:
+    """Point MLflow at ``tracking_uri`` and return a client for it."""
+    import mlflow
+    from mlflow import MlflowClient
+
+    mlflow.set_tracking_uri(tracking_uri)
+    return MlflowClient(tracking_uri=tracking_uri)
+
+
+def ensure_experiment(name: str, artifact_location: str | None, tracking_uri: str) -> str:
+    """The experiment's id, created with artifacts under ``artifact_location`` if new."""
+    client = mlflow_client(tracking_uri)
+    experiment = client.get_experiment_by_name(name)
+    if experiment is not None:
+        return str(experiment.experiment_id)
+    location = artifact_location.rstrip("/") + "/" + name if artifact_location else None
+    return str(client.create_experiment(name, artifact_location=location))
+
+
+def git_sha(repo: Path | None = None) -> str:
+    """The checkout's commit, or "unknown" outside git (a wheel install)."""
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=repo or Path(__file__).resolve().parent.parent,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return out.stdout.strip() if out.returncode == 0 else "unknown"
+
+
+def prefect_run_tags() -> dict[str, str]:
+    """Tags linking an MLflow run to the Prefect flow run it belongs to, if any."""
+    from prefect.context import FlowRunContext
+
+    context = FlowRunContext.get()
+    if context is None or context.flow_run is None:
+        return {}
+    return {
+        "prefect.flow_run_id": str(context.flow_run.id),
+        "prefect.flow_run_name": str(context.flow_run.name),
+        "prefect.flow_name": context.flow.name if context.flow else "",
+    }
+
+
+@dataclass
+class EvaluationRecord:
+    """Everything one evaluation run logs to MLflow."""
+
+    experiment: str
+    run_name: str
+    params: dict[str, Any]
+    metrics: dict[str, float]
+    ci: dict[str, tuple[float, float]]
+    rows: list[dict[str, Any]]
+    dataset_rows: list[dict[str, Any]]
+    dataset_source: str
+    dataset_name: str
+    report: dict[str, Any]
+    tags: dict[str, str] = field(default_factory=dict)
+
+
+def log_evaluation(
+    record: EvaluationRecord,
+    *,
+    tracking_uri: str,
+    artifact_location: str | None,
+    genai_scorers: list[str] | None = None,
+) -> str:
+    """One MLflow run: params, metrics (+ CI bounds), the per-question table, the dataset as an
+    input, the JSON report, tags; optionally the rows through ``mlflow.genai.evaluate`` so they
+    show in MLflow's evaluation views with a trace each. Returns the run id."""
+    import mlflow
+    import pandas as pd
+
+    experiment_id = ensure_experiment(record.experiment, artifact_location, tracking_uri)
+    metrics = {k: v for k, v in record.metrics.items() if math.isfinite(v)}
+    for name, (low, high) in record.ci.items():
+        if math.isfinite(low) and math.isfinite(high):
+            metrics[f"{name}_ci_low"] = low
+            metrics[f"{name}_ci_high"] = high
+    with mlflow.start_run(experiment_id=experiment_id, run_name=record.run_name) as run:
+        mlflow.set_tags({**record.tags, **prefect_run_tags(), "git_sha": git_sha()})
+        mlflow.log_params({k: str(v)[:6000] for k, v in record.params.items()})
+        mlflow.log_metrics(metrics)
+        table = pd.DataFrame([_table_row(row) for row in record.rows])
+        mlflow.log_table(data=table, artifact_file="eval_questions.json")
+        with warnings.catch_warnings():
+            # A local path matches two equivalent source types; MLflow picks one and says so.
+            warnings.simplefilter("ignore", UserWarning)
+            dataset = mlflow.data.from_pandas(  # type: ignore[attr-defined]
+                pd.DataFrame(record.dataset_rows),
+                source=record.dataset_source,
+                name=record.dataset_name,
+            )
+        mlflow.log_input(dataset, context="evaluation")
+        mlflow.log_dict(record.report, "eval_report.json")
+        if genai_scorers:
+            _genai_evaluate(record.rows, genai_scorers)
+        return str(run.info.run_id)
+
+
+def _table_row(row: dict[str, Any]) -> dict[str, Any]:
+    return {
+        key: (json.dumps(value) if isinstance(value, list | dict) else value)
+        for key, value in row.items()
+    }
+
+
+def _genai_evaluate(rows: list[dict[str, Any]], names: list[str]) -> None:
+    """Record rows with MLflow's GenAI evaluation; scorers read the scores computed already."""
+    import mlflow
+    from mlflow.genai.scorers import scorer
+
+    def make(name: str) -> Any:
+        def read(outputs: dict[str, Any]) -> float | None:
+            value = outputs.get("scores", {}).get(name)
+            return None if value is None or value != value else float(value)
+
+        return scorer(name=name)(read)
+
+    data = [
+        {
+            "inputs": {"question": row["question"]},
+            "outputs": {
+                "answer": row["answer"],
+                "sources": row["sources"],
+                "scores": {name: row.get(name) for name in names},
+            },
+            "expectations": {
+                "expected_answer": row["expected_answer"] or "",
+                "expected_sources": row["expected_sources"],
+            },
+        }
+        for row in rows
+    ]
+    mlflow.genai.evaluate(data=data, scorers=[make(name) for name in names])
+
+
+@task(name="log-evaluation", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[2, 10])
+def log_evaluation_task(
+    record: EvaluationRecord,
+    tracking_uri: str,
+    artifact_location: str | None,
+    genai_scorers: list[str] | None = None,
+) -> str:
+    """Prefect edge of :func:`log_evaluation`; retried since a tracking server can blip."""
+    return log_evaluation(
+        record,
+        tracking_uri=tracking_uri,
+        artifact_location=artifact_location,
+        genai_scorers=genai_scorers,
+    )
+
+
+def log_lifecycle_decision(
+    *,
+    tracking_uri: str,
+    artifact_location: str | None,
+    experiment: str,
+    decision: str,
+    reasons: list[str],
+    params: dict[str, Any],
+    table: list[dict[str, Any]],
+) -> str:
+    """One MLflow run per lifecycle decision (promote / reject / no-op / ok / reindex)."""
+    import mlflow
+
+    experiment_id = ensure_experiment(experiment, artifact_location, tracking_uri)
+    with mlflow.start_run(experiment_id=experiment_id, run_name=decision) as run:
+        mlflow.set_tags({"ragcycle.kind": "lifecycle", "decision": decision, **prefect_run_tags()})
+        mlflow.log_params({k: str(v)[:6000] for k, v in params.items()})
+        for row in table:
+            for column in ("candidate", "live", "value"):
+                value = row.get(column)
+                if isinstance(value, float) and math.isfinite(value):
+                    mlflow.log_metric(f"{column}.{row['metric']}", value)
+        mlflow.log_dict({"decision": decision, "reasons": reasons, "table": table}, "decision.json")
+        return str(run.info.run_id)
+
+
+@task(name="record-decision", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[2, 10])
+def record_decision_task(
+    tracking_uri: str,
+    artifact_location: str | None,
+    experiment: str,
+    title: str,
+    decision: str,
+    reasons: list[str],
+    params: dict[str, Any],
+    table: list[dict[str, Any]],
+) -> str:
+    """The decision as an MLflow run and a Markdown artifact on the flow run."""
+    run_id = log_lifecycle_decision(
+        tracking_uri=tracking_uri,
+        artifact_location=artifact_location,
+        experiment=experiment,
+        decision=decision,
+        reasons=reasons,
+        params=params,
+        table=table,
+    )
+    publish_decision(experiment, title, decision, reasons, table)
+    return run_id
+
+
+def latest_runs(tracking_uri: str, prefix: str) -> dict[str, Any]:
+    """The newest evaluation run and lifecycle decision, for ``ragcycle status``."""
+    client = mlflow_client(tracking_uri)
+    experiments = [e for e in client.search_experiments() if e.name.startswith(prefix)]
+    ids = [e.experiment_id for e in experiments]
+    found: dict[str, Any] = {"last_evaluation": None, "last_decision": None}
+    if not ids:
+        return found
+    for key, kind in (("last_evaluation", "evaluation"), ("last_decision", "lifecycle")):
+        runs = client.search_runs(
+            ids,
+            filter_string=f"tags.`ragcycle.kind` = '{kind}'",
+            order_by=["attributes.start_time DESC"],
+            max_results=1,
+        )
+        if runs:
+            run = runs[0]
+            found[key] = {
+                "run_id": run.info.run_id,
+                "decision": run.data.tags.get("decision"),
+                "collection": run.data.tags.get("ragcycle.collection"),
+                "metrics": dict(run.data.metrics),
+                "params": {k: v for k, v in run.data.params.items() if k in {"drift", "reason"}},
+            }
+    return found
