@@ -89,7 +89,8 @@ def build_collection(
     from tasks.chunking import chunk_documents, flatten_chunks
     from tasks.embedding import embedder_from_settings
     from tasks.evaluation.beir import load_beir_corpus
-    from tasks.indexing import open_index, write_documents
+    from tasks.indexing.store import open_index
+    from tasks.indexing.writes import write_documents
 
     chunking = settings.chunking.model_copy(
         update={"strategy": "whole"} if chunk_size is None else {"size": chunk_size, "overlap": 0}
@@ -131,7 +132,7 @@ def eval_overhead(settings: Any, golden: Path) -> dict[str, Any]:
     from tasks.generation.answers import answer_retrievals
     from tasks.generation.backends import generator_from_settings
     from tasks.generation.prompts import load_prompt
-    from tasks.indexing import open_index
+    from tasks.indexing.store import open_index
     from tasks.retrieval import retrieve_many
     from tasks.tracking.runs import mlflow_client
 
@@ -198,7 +199,7 @@ def eval_overhead(settings: Any, golden: Path) -> dict[str, Any]:
 
 def ask_latency(settings: Any, collection: str, asks: int) -> dict[str, Any]:
     from flows.ask import Asker
-    from tasks.indexing import open_index
+    from tasks.indexing.store import open_index
 
     chunks = open_index(settings, collection, create=False).count()
     asker = Asker(settings, collection)

@@ -47,7 +47,7 @@ def run(corpus: Path, limit: int, work: Path) -> dict[str, Any]:
     from flows.ingest import IngestRequest, ingest
     from tasks.chunking import chunk_document
     from tasks.embedding import embedder_from_settings
-    from tasks.indexing import open_chroma_client
+    from tasks.indexing.store import open_chroma_client
     from tasks.loading import discover_sources, load_document
 
     sources = discover_sources([corpus], base.ingest.extensions)

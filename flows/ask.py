@@ -17,7 +17,7 @@ from tasks.embedding import embedder_from_settings
 from tasks.generation.answers import Answer, Generator
 from tasks.generation.backends import generator_from_settings
 from tasks.generation.prompts import PromptTemplate, load_prompt
-from tasks.indexing import VectorIndex, open_index
+from tasks.indexing.store import VectorIndex, open_index
 from tasks.retrieval import Retrieval, retrieve
 from tasks.tracking.runs import mlflow_client
 from tasks.versions import resolve_collection

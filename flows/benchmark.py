@@ -24,7 +24,9 @@ from tasks.evaluation.beir import (
     score_beir_task,
     summarize_beir,
 )
-from tasks.indexing import document_states_task, open_index, stale_documents, write_documents_task
+from tasks.indexing.plan import stale_documents
+from tasks.indexing.store import document_states_task, open_index
+from tasks.indexing.writes import write_documents_task
 from tasks.retrieval import retrieve_many_task
 from tasks.tracking.runs import EvaluationRecord, log_evaluation_task, mlflow_client
 

@@ -20,7 +20,7 @@ from tasks.generation.answers import answer_retrievals_task
 from tasks.generation.backends import generator_from_settings
 from tasks.generation.chat import OpenAIChatGenerator
 from tasks.generation.prompts import load_prompt_task
-from tasks.indexing import open_index
+from tasks.indexing.store import open_index
 from tasks.retrieval import retrieve_many_task
 from tasks.tracking.reports import publish_evaluation
 from tasks.tracking.runs import EvaluationRecord, log_evaluation_task, mlflow_client

@@ -31,17 +31,9 @@ from tasks.embedding import (
     embed_with_cache,
     embedder_from_settings,
 )
-from tasks.indexing import (
-    Partition,
-    PartitionResult,
-    VectorIndex,
-    document_states_task,
-    open_index,
-    partition_plan,
-    plan_ingest_task,
-    remove_documents_task,
-    write_documents,
-)
+from tasks.indexing.plan import Partition, PartitionResult, partition_plan, plan_ingest_task
+from tasks.indexing.store import VectorIndex, document_states_task, open_index
+from tasks.indexing.writes import remove_documents_task, write_documents
 from tasks.loading import discover_sources, load_documents
 from tasks.tracking.reports import IngestReport, StageTimer, publish_ingest_report
 from tasks.tracking.runs import mlflow_client

@@ -18,7 +18,7 @@ from ragcycle.errors import ConfigError
 from ragcycle.runtime import configure_environment
 from ragcycle.settings import load_settings
 from tasks.audit import QueryLog
-from tasks.indexing import open_index
+from tasks.indexing.store import open_index
 from tasks.loading import discover_sources, hash_sources
 from tasks.monitoring import baseline_metrics, corpus_drift, query_drift, run_checks_task
 from tasks.promotion import gate_names

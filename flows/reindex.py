@@ -16,7 +16,7 @@ from flows.ingest import IngestRequest, ingest
 from ragcycle.errors import ConfigError
 from ragcycle.runtime import configure_environment
 from ragcycle.settings import load_settings
-from tasks.indexing import open_chroma_client
+from tasks.indexing.store import open_chroma_client
 from tasks.loading import discover_sources, hash_sources
 from tasks.promotion import gate_names, quality_gate
 from tasks.tracking.runs import mlflow_client, prefect_run_tags, record_decision_task

@@ -1,23 +1,24 @@
 """Loading: files on disk become documents of plain text, page by page.
 
 PDFs are read with pypdf page by page; Markdown and text are decoded with encoding detection
-(BOM, UTF-8, UTF-16/32 without BOM, then Latin-1); HTML loses its markup but keeps its block
-structure as line breaks. A file that cannot be used raises :class:`DocumentError` with a reason a
-person can act on; the flow records it and moves on.
+(BOM, UTF-8, UTF-16/32 without BOM, then Windows-1252); HTML is parsed with BeautifulSoup and
+lxml and loses its markup but keeps its block structure as line breaks and ``#`` headings.
+A file that cannot be used raises :class:`DocumentError` with a reason a person can act on;
+the flow records it and moves on.
 """
 
 from __future__ import annotations
 
 import hashlib
-import html
 import io
 import json
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from html.parser import HTMLParser
 from pathlib import Path
 
+import charset_normalizer
+from bs4 import BeautifulSoup
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 from pydantic import SecretStr
@@ -221,9 +222,12 @@ _BOMS: tuple[tuple[bytes, str], ...] = (
 
 
 def decode_text(data: bytes) -> str:
-    """Decode bytes of unknown encoding: BOM, UTF-8, BOM-less UTF-16/32, else Latin-1.
+    """Decode bytes of unknown encoding: BOM, UTF-8, BOM-less UTF-16/32, else Windows-1252.
 
-    Latin-1 decodes any byte string, so binary content is rejected first by its control bytes.
+    charset-normalizer tells wide encodings without a BOM and binary content apart from text. Its
+    guess among single-byte code pages is not used: on short Western European texts it picks
+    Central European or Cyrillic pages (cp1250 for German and French samples here, cp1251 for
+    English mojibake), while those texts are Windows-1252 or Latin-1 in practice.
     """
     for bom, encoding in _BOMS:
         if data.startswith(bom):
@@ -232,12 +236,15 @@ def decode_text(data: bytes) -> str:
         return data.decode("utf-8")
     except UnicodeDecodeError:
         pass
-    wide = _bomless_wide_encoding(data)
-    if wide:
-        return _strict_decode(data, wide)
-    if _looks_binary(data):
+    guess = charset_normalizer.from_bytes(data).best()
+    if guess is None:
         raise DocumentError("undecodable: binary content, not text")
-    return data.decode("latin-1")
+    if guess.encoding.startswith(("utf_16", "utf_32")):
+        return str(guess)
+    try:
+        return data.decode("cp1252")
+    except UnicodeDecodeError:  # the five bytes cp1252 leaves undefined
+        return data.decode("latin-1")
 
 
 def _strict_decode(data: bytes, encoding: str) -> str:
@@ -247,110 +254,33 @@ def _strict_decode(data: bytes, encoding: str) -> str:
         raise DocumentError(f"undecodable as {encoding}: {exc.reason}") from None
 
 
-def _bomless_wide_encoding(data: bytes) -> str | None:
-    """Guess UTF-16/32 from the position of zero bytes in mostly-ASCII text."""
-    sample = data[:4096]
-    if len(sample) < 4 or sample.count(0) < len(sample) // 4:
-        return None
-    usable = len(sample) - len(sample) % 4
-    zero_at = [sum(1 for i in range(k, usable, 4) if sample[i] == 0) for k in range(4)]
-    quarter = usable // 4
-    if zero_at[1] > 0.9 * quarter and zero_at[2] > 0.9 * quarter:
-        return "utf-32-le" if zero_at[3] > 0.9 * quarter else "utf-32-be"
-    if zero_at[1] > 0.7 * quarter and zero_at[3] > 0.7 * quarter:
-        return "utf-16-le"
-    if zero_at[0] > 0.7 * quarter and zero_at[2] > 0.7 * quarter:
-        return "utf-16-be"
-    return None
-
-
-def _looks_binary(data: bytes) -> bool:
-    sample = data[:8192]
-    controls = sum(1 for byte in sample if byte < 32 and byte not in (9, 10, 12, 13))
-    return controls > max(1, len(sample) // 100)
-
-
-_BLOCK_TAGS = frozenset(
-    [
-        "address",
-        "article",
-        "aside",
-        "blockquote",
-        "br",
-        "dd",
-        "div",
-        "dl",
-        "dt",
-        "figcaption",
-        "figure",
-        "footer",
-        "form",
-        "h1",
-        "h2",
-        "h3",
-        "h4",
-        "h5",
-        "h6",
-        "header",
-        "hr",
-        "li",
-        "main",
-        "nav",
-        "ol",
-        "p",
-        "pre",
-        "section",
-        "table",
-        "td",
-        "th",
-        "tr",
-        "ul",
-    ]
+# Tags whose content is never text a reader sees, and block tags that start a new line (or a
+# paragraph), so chunking can still cut at the page's own structure.
+_SKIPPED_TAGS = ("script", "style", "noscript", "template", "svg", "head")
+_PARAGRAPH_TAGS = ("p", "div", "section", "article", "main", "header", "footer", "aside", "nav")
+_LINE_TAGS = (
+    "address blockquote br dd dl dt figcaption figure form hr li ol pre table td th tr ul".split()
 )
-_SKIPPED_TAGS = frozenset({"script", "style", "noscript", "template", "svg", "head"})
-
-
-class _TextExtractor(HTMLParser):
-    def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
-        self.parts: list[str] = []
-        self.title_parts: list[str] = []
-        self._skip_depth = 0
-        self._in_title = False
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        if tag == "title":
-            self._in_title = True
-        elif tag in _SKIPPED_TAGS:
-            self._skip_depth += 1
-        elif tag in _BLOCK_TAGS:
-            self.parts.append("\n\n" if tag in {"p", "div", "section", "article"} else "\n")
-            if tag in {"h1", "h2", "h3", "h4", "h5", "h6"}:
-                self.parts.append("#" * int(tag[1]) + " ")
-
-    def handle_endtag(self, tag: str) -> None:
-        if tag == "title":
-            self._in_title = False
-        elif tag in _SKIPPED_TAGS:
-            self._skip_depth = max(0, self._skip_depth - 1)
-        elif tag in _BLOCK_TAGS:
-            self.parts.append("\n")
-
-    def handle_data(self, data: str) -> None:
-        if self._in_title:
-            self.title_parts.append(data)
-        elif not self._skip_depth:
-            self.parts.append(data)
+_HEADING_TAGS = ("h1", "h2", "h3", "h4", "h5", "h6")
 
 
 def html_to_text(markup: str) -> tuple[str, str]:
     """Return ``(title, text)`` of an HTML page; headings become Markdown-style ``#`` lines."""
-    parser = _TextExtractor()
-    parser.feed(markup)
-    parser.close()
-    title = " ".join("".join(parser.title_parts).split())
-    text = html.unescape("".join(parser.parts))
-    return title, text
+    soup = BeautifulSoup(markup, "lxml")
+    title_tag = soup.find("title")
+    title = " ".join(title_tag.get_text().split()) if title_tag else ""
+    for tag in soup.find_all(_SKIPPED_TAGS):
+        tag.decompose()
+    for tag in soup.find_all(_HEADING_TAGS):
+        tag.insert_before("\n" + "#" * int(tag.name[1]) + " ")
+        tag.insert_after("\n")
+    for tag in soup.find_all(_PARAGRAPH_TAGS):
+        tag.insert_before("\n\n")
+        tag.insert_after("\n")
+    for tag in soup.find_all(_LINE_TAGS):
+        tag.insert_before("\n")
+        tag.insert_after("\n")
+    return title, soup.get_text()
 
 
 _SPACES = re.compile(r"[ \t\u00a0]+")

@@ -19,7 +19,7 @@ from typing import Any
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from tasks.indexing import DocumentState
+from tasks.indexing.store import DocumentState
 
 __all__ = ["CheckResult", "baseline_metrics", "corpus_drift", "query_drift", "run_checks"]
 

@@ -17,7 +17,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from tasks.embedding import TextEmbedder
-from tasks.indexing import Hit, VectorIndex
+from tasks.indexing.store import Hit, VectorIndex
 
 __all__ = ["RankedDocument", "Retrieval", "rank_documents", "retrieve", "retrieve_many"]
 

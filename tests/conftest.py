@@ -150,7 +150,7 @@ def shuffled_copy(settings: Settings, source: str, target: str, seed: int = 7) -
     """Copy a collection with its embeddings permuted: same texts, scrambled retrieval."""
     import numpy as np
 
-    from tasks.indexing import open_index
+    from tasks.indexing.store import open_index
 
     original = open_index(settings, source, create=False)
     data = original.collection.get(include=["embeddings", "documents", "metadatas"])

@@ -15,7 +15,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from tasks.generation.prompts import PromptTemplate
-from tasks.indexing import Hit
+from tasks.indexing.store import Hit
 
 __all__ = [
     "Answer",

@@ -2,6 +2,15 @@
 
 Timeouts, and retries with backoff on 429, 5xx and network errors; the API key comes from
 settings or a Prefect Secret block and never leaves the ``Authorization`` header.
+
+Written on httpx and tenacity rather than the official ``openai`` client, which was tried
+(3.57) and gets three things wrong for us: without a key in its arguments it falls back to
+``OPENAI_API_KEY`` (and ``OPENAI_ORG_ID``, ``OPENAI_BASE_URL``) from the environment, so a key a
+user exported for another tool would be sent to whatever server ragcycle points at (Ollama,
+vLLM, llama.cpp), and it refuses keyless local endpoints unless given a fake key; a malformed
+body surfaces as a bare ``json.JSONDecodeError`` or as a completion with no choices or no
+content, which still has to be validated here; and it brings a second HTTP stack (httpx2) for
+what is one POST. The retry policy itself is tenacity's.
 """
 
 from __future__ import annotations
@@ -26,7 +35,7 @@ from ragcycle.errors import ConfigError, GenerationError
 from ragcycle.settings import GenerationSettings
 from tasks.generation.answers import Answer, sources_of
 from tasks.generation.prompts import DONT_KNOW, PromptTemplate, build_context
-from tasks.indexing import Hit
+from tasks.indexing.store import Hit
 
 __all__ = ["OpenAIChatGenerator", "resolve_api_key"]
 

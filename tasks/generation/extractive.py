@@ -16,7 +16,7 @@ import numpy as np
 
 from tasks.generation.answers import Answer, Source, TokenCounter, sources_of
 from tasks.generation.prompts import DONT_KNOW, PromptTemplate, build_context
-from tasks.indexing import Hit
+from tasks.indexing.store import Hit
 from tasks.text import STOPWORDS
 from tasks.text import split_sentences as sentences_in
 

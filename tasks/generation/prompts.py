@@ -14,7 +14,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from ragcycle.errors import ConfigError
-from tasks.indexing import Hit
+from tasks.indexing.store import Hit
 
 __all__ = [
     "DEFAULT_PROMPT",

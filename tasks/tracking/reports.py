@@ -18,7 +18,7 @@ from prefect import task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
-from tasks.indexing import PartitionResult
+from tasks.indexing.plan import PartitionResult
 from tasks.loading import LoadFailure
 
 __all__ = [

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from flows.ingest import IngestRequest, ingest
-from tasks.indexing import open_index
+from tasks.indexing.store import open_index
 from tests.conftest import SAMPLES, make_settings, own_cache_env
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_harness")]

@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 
 from flows.ingest import IngestRequest, ingest
 from ragcycle.cli import app
-from tasks.indexing import open_index
+from tasks.indexing.store import open_index
 from tests.conftest import make_settings
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from flows.ingest import IngestRequest, ingest
-from tasks.indexing import open_index
+from tasks.indexing.store import open_index
 from tests.conftest import make_settings, shared_path
 
 pytestmark = [pytest.mark.shared, pytest.mark.slow, pytest.mark.usefixtures("prefect_harness")]

@@ -19,7 +19,7 @@ GOLDEN = REPO / "samples" / "golden.jsonl"
 
 
 def test_checks_by_hand() -> None:
-    from tasks.indexing import DocumentState
+    from tasks.indexing.store import DocumentState
 
     states = {
         "a": DocumentState("a", chunks_by_hash={"h1": {"c1"}}),

@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 from flows.ask import Asker
 from flows.reindex import ReindexRequest, reindex
 from ragcycle.cli import app
-from tasks.indexing import open_chroma_client
+from tasks.indexing.store import open_chroma_client
 from tasks.versions import VersionRegistry
 from tests.conftest import REPO, make_settings, own_cache_env
 

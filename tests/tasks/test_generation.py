@@ -11,7 +11,7 @@ from ragcycle.errors import GenerationError
 from tasks.generation.chat import OpenAIChatGenerator
 from tasks.generation.extractive import ExtractiveGenerator, split_sentences, token_counter
 from tasks.generation.prompts import DONT_KNOW, PromptTemplate
-from tasks.indexing import Hit
+from tasks.indexing.store import Hit
 from tests.fakes import ChatServer, completion
 
 PROMPT = PromptTemplate("test", "1", "Context:\n{{context}}\nQ: {{question}}\nA:")

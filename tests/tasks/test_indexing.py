@@ -8,7 +8,9 @@ import pytest
 from flows.ingest import ingest_partition
 from ragcycle.errors import ConfigError
 from ragcycle.settings import ChunkingSettings, Settings
-from tasks.indexing import open_index, partition_plan, plan_ingest, remove_documents
+from tasks.indexing.plan import partition_plan, plan_ingest
+from tasks.indexing.store import open_index
+from tasks.indexing.writes import remove_documents
 from tasks.loading import discover_sources
 from tests.fakes import HashEmbedder
 

@@ -1,16 +1,15 @@
-"""Indexing: chunks and their vectors are written to a Chroma collection, and read back.
+"""The vector store: a small protocol, and Chroma as its real implementation.
 
-The store sits behind :class:`VectorIndex` so retrieval and evaluation never import chromadb;
-:class:`ChromaIndex` is the real implementation over an embedded ``PersistentClient`` or a Chroma
-server. Every write is an upsert of deterministic ids. What is indexed is derived from the chunks
-themselves (each carries its document's content hash and chunk count), never from a side table
-that could disagree with them after a crash.
+Retrieval and evaluation see only :class:`VectorIndex`, so they never import chromadb;
+:class:`ChromaIndex` works over an embedded ``PersistentClient`` or a Chroma server. What is
+indexed is derived from the chunks themselves (each carries its document's content hash and
+chunk count), never from a side table that could disagree with them after a crash.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlparse
@@ -21,8 +20,6 @@ from prefect.cache_policies import NO_CACHE
 
 from ragcycle.errors import ConfigError, IndexStoreError
 from ragcycle.settings import HnswSettings, Settings
-from tasks.chunking import Chunk, flatten_chunks
-from tasks.loading import Document, LoadFailure, SourceFile, file_content_hash
 
 if TYPE_CHECKING:
     from chromadb.api import ClientAPI
@@ -32,18 +29,11 @@ __all__ = [
     "ChromaIndex",
     "DocumentState",
     "Hit",
-    "IngestPlan",
-    "Partition",
-    "PartitionResult",
+    "Metadata",
     "VectorIndex",
-    "WriteResult",
-    "chunk_metadata",
+    "document_states_task",
     "open_chroma_client",
     "open_index",
-    "partition_plan",
-    "plan_ingest",
-    "remove_documents",
-    "write_documents",
 ]
 
 logger = logging.getLogger(__name__)
@@ -284,249 +274,7 @@ def open_index(
     )
 
 
-def chunk_metadata(
-    document: Document, chunk: Chunk, *, chunk_count: int, chunking: str
-) -> Metadata:
-    """The metadata stored with a chunk: enough to cite it and to tell if it is current."""
-    return {
-        "doc_id": document.doc_id,
-        "source": document.doc_id,
-        "file_name": document.doc_id.rsplit("/", 1)[-1],
-        "path": document.source,
-        "root": document.root,
-        "title": document.title[:300],
-        "format": document.format,
-        "doc_hash": document.content_hash,
-        "chunk_index": chunk.index,
-        "chunk_count": chunk_count,
-        "chunking": chunking,
-        "content_hash": chunk.content_hash,
-        "start": chunk.start,
-        "end": chunk.end,
-        "page_start": chunk.page_start,
-        "page_end": chunk.page_end,
-        "section": chunk.section,
-    }
-
-
-def stale_chunk_ids(state: DocumentState | None, keep: Iterable[str]) -> set[str]:
-    """Ids of a document's chunks that are not in ``keep`` (old versions, other chunkings)."""
-    if state is None:
-        return set()
-    return state.chunk_ids - set(keep)
-
-
-@dataclass(frozen=True)
-class WriteResult:
-    written: int
-    deleted: int
-
-
-def write_documents(
-    index: VectorIndex,
-    documents: Sequence[Document],
-    chunks: dict[str, list[Chunk]],
-    vectors: np.ndarray,
-    states: Mapping[str, DocumentState],
-    chunking: str,
-) -> WriteResult:
-    """Upsert the chunks of ``documents`` (``vectors`` row by row), then drop stale ones.
-
-    New chunks are written before old ones are deleted, so a crash in between leaves the previous
-    version searchable; the next run sees two versions and finishes the job.
-    """
-    ordered = flatten_chunks(documents, chunks)
-    by_id = {document.doc_id: document for document in documents}
-    ids = [chunk.chunk_id for chunk in ordered]
-    texts = [chunk.text for chunk in ordered]
-    metadatas = [
-        chunk_metadata(
-            by_id[chunk.doc_id], chunk, chunk_count=len(chunks[chunk.doc_id]), chunking=chunking
-        )
-        for chunk in ordered
-    ]
-    stale: set[str] = set()
-    for document in documents:
-        keep = (chunk.chunk_id for chunk in chunks[document.doc_id])
-        stale |= stale_chunk_ids(states.get(document.doc_id), keep)
-    if len(ids) != len(vectors):
-        raise ValueError(f"{len(ids)} chunks but {len(vectors)} vectors")
-    if ids:
-        index.upsert(ids, vectors, texts, metadatas)
-    if stale:
-        index.delete(sorted(stale))
-    return WriteResult(written=len(ids), deleted=len(stale))
-
-
-def remove_documents(
-    index: VectorIndex, doc_ids: Iterable[str], states: Mapping[str, DocumentState]
-) -> int:
-    """Delete every chunk of the given documents; returns how many chunks went."""
-    doomed: set[str] = set()
-    for doc_id in doc_ids:
-        state = states.get(doc_id)
-        if state is not None:
-            doomed |= state.chunk_ids
-    if doomed:
-        index.delete(sorted(doomed))
-    return len(doomed)
-
-
-@task(
-    name="write-chunks",
-    task_run_name="write-{label}",
-    cache_policy=NO_CACHE,
-    retries=2,
-    retry_delay_seconds=[1, 5],
-)
-def write_documents_task(
-    index: VectorIndex,
-    documents: list[Document],
-    chunks: dict[str, list[Chunk]],
-    vectors: np.ndarray,
-    states: dict[str, DocumentState],
-    chunking: str,
-    label: str = "batch",
-) -> WriteResult:
-    """Prefect edge of :func:`write_documents`; retried because a Chroma server can blip."""
-    return write_documents(index, documents, chunks, vectors, states, chunking)
-
-
-@task(name="remove-documents", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[1, 5])
-def remove_documents_task(
-    index: VectorIndex, doc_ids: list[str], states: dict[str, DocumentState]
-) -> int:
-    """Prefect edge of :func:`remove_documents`."""
-    return remove_documents(index, doc_ids, states)
-
-
 @task(name="read-index-state", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[1, 5])
 def document_states_task(index: VectorIndex) -> dict[str, DocumentState]:
     """Prefect edge of :meth:`VectorIndex.document_states`."""
     return index.document_states()
-
-
-@dataclass
-class IngestPlan:
-    """What an ingest run must do, decided from file hashes against the index's own records."""
-
-    new: list[SourceFile] = field(default_factory=list)
-    changed: list[SourceFile] = field(default_factory=list)
-    unchanged: list[str] = field(default_factory=list)
-    removed: list[str] = field(default_factory=list)
-    unreadable: list[LoadFailure] = field(default_factory=list)
-
-    @property
-    def to_load(self) -> list[SourceFile]:
-        return [*self.new, *self.changed]
-
-
-def plan_ingest(
-    sources: Sequence[SourceFile],
-    states: Mapping[str, DocumentState],
-    chunking_hash: str,
-    prune_roots: Iterable[str] = (),
-) -> IngestPlan:
-    """Sort sources into new / changed / unchanged, and find indexed documents to remove.
-
-    A document counts as unchanged only when its one indexed version has these bytes, this
-    chunking and all its chunks; anything else (including a half-written earlier run) is redone.
-    Only documents under ``prune_roots`` (directories ingested whole) can be removed, and a file
-    that still exists but fails to load keeps its chunks.
-    """
-    plan = IngestPlan()
-    seen: set[str] = set()
-    for source in sources:
-        seen.add(source.doc_id)
-        try:
-            content_hash = file_content_hash(source.path.read_bytes())
-        except OSError as exc:
-            reason = f"cannot read file: {exc.strerror or exc}"
-            plan.unreadable.append(LoadFailure(str(source.path), source.doc_id, reason))
-            continue
-        state = states.get(source.doc_id)
-        if state is None or not state.chunks_by_hash:
-            plan.new.append(source)
-        elif state.is_current(content_hash, chunking_hash):
-            plan.unchanged.append(source.doc_id)
-        else:
-            plan.changed.append(source)
-    roots = set(prune_roots)
-    plan.removed = sorted(
-        doc_id for doc_id, state in states.items() if doc_id not in seen and state.root in roots
-    )
-    return plan
-
-
-@task(name="plan-ingest", cache_policy=NO_CACHE)
-def plan_ingest_task(
-    sources: list[SourceFile],
-    states: dict[str, DocumentState],
-    chunking_hash: str,
-    prune_roots: list[str],
-) -> IngestPlan:
-    """Prefect edge of :func:`plan_ingest`."""
-    return plan_ingest(sources, states, chunking_hash, prune_roots)
-
-
-def stale_documents(
-    documents: Sequence[Document], states: Mapping[str, DocumentState], chunking_hash: str
-) -> list[Document]:
-    """The documents whose current content and chunking are not fully indexed yet."""
-    return [
-        document
-        for document in documents
-        if not (
-            document.doc_id in states
-            and states[document.doc_id].is_current(document.content_hash, chunking_hash)
-        )
-    ]
-
-
-@dataclass(frozen=True)
-class Partition:
-    """A slice of an ingest plan that one worker processes on its own.
-
-    It carries the index records of its files from before the run, so a worker finds the stale
-    chunks to delete without reading the whole collection, and a retried or repeated partition
-    computes the same ids and the same deletions: processing it twice is the same as once.
-    """
-
-    label: str
-    sources: tuple[SourceFile, ...]
-    states: Mapping[str, DocumentState]
-
-
-@dataclass
-class PartitionResult:
-    """What a partition did; small, so it travels back from a remote worker cheaply."""
-
-    warnings: dict[str, list[str]]
-    failures: list[LoadFailure]
-    written: int
-    deleted: int
-    embedded: int
-    seconds: dict[str, float]
-
-    @property
-    def files(self) -> int:
-        return len(self.warnings) + len(self.failures)
-
-
-def partition_plan(
-    sources: Sequence[SourceFile], states: Mapping[str, DocumentState], size: int
-) -> list[Partition]:
-    """Cut the files to load into partitions of ``size`` files, in the plan's stable order."""
-    if size < 1:
-        raise ValueError(f"partition size must be positive, got {size}")
-    partitions = []
-    for number, start in enumerate(range(0, len(sources), size)):
-        part = tuple(sources[start : start + size])
-        partitions.append(
-            Partition(
-                label=f"batch-{number}",
-                sources=part,
-                states={s.doc_id: states[s.doc_id] for s in part if s.doc_id in states},
-            )
-        )
-    return partitions
