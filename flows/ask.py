@@ -14,7 +14,7 @@ from ragcycle.runtime import configure_environment
 from ragcycle.settings import Settings, load_settings
 from tasks.audit import QueryLog
 from tasks.embedding import embedder_from_settings
-from tasks.generation.answers import Answer, Generator
+from tasks.generation.answers import Answer, Generator, generator_identity
 from tasks.generation.backends import generator_from_settings
 from tasks.generation.prompts import PromptTemplate, load_prompt
 from tasks.indexing.store import VectorIndex, open_index
@@ -35,7 +35,7 @@ class AskResult:
     tokens: dict[str, int]
     abstained: bool
     prompt: str
-    generator: str
+    generator: dict[str, str | None]
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -51,7 +51,7 @@ class Asker:
         self.index: VectorIndex = open_index(
             settings, resolve_collection(settings, collection), create=False
         )
-        self.generator: Generator = generator_from_settings(settings.generation, self.embedder)
+        self.generator: Generator = generator_from_settings(settings, self.embedder)
         self.prompt: PromptTemplate = load_prompt(
             settings.generation.prompt_name, settings.generation.prompt_version
         )
@@ -63,14 +63,20 @@ class Asker:
         k = k or self.settings.retrieval.k
         retrieval = retrieve(question, self.index, self.embedder, k, where=where)
         answer = self.generator.generate(
-            question, retrieval.top_chunks(k), self.prompt, retrieval.vector
+            question,
+            retrieval.top_chunks(k),
+            self.prompt,
+            retrieval.vector,
+            seed=self.settings.generation.seed,
         )
-        result = _result(retrieval, answer)
+        result = _result(retrieval, answer, generator_identity(self.generator))
         self.log.append(_log_record(self.index.name, retrieval, answer, result))
         return result
 
 
-def _result(retrieval: Retrieval, answer: Answer) -> AskResult:
+def _result(
+    retrieval: Retrieval, answer: Answer, generator: dict[str, str | None]
+) -> AskResult:
     retrieve_ms = retrieval.latency_ms["retrieve"]
     return AskResult(
         answer=answer.text,
@@ -83,7 +89,7 @@ def _result(retrieval: Retrieval, answer: Answer) -> AskResult:
         tokens={"prompt": answer.prompt_tokens, "completion": answer.completion_tokens},
         abstained=answer.abstained,
         prompt=answer.prompt,
-        generator=answer.generator,
+        generator=generator,
     )
 
 

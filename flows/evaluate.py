@@ -14,11 +14,15 @@ from ragcycle.runtime import configure_environment
 from ragcycle.settings import load_settings
 from tasks.embedding import embedder_from_settings
 from tasks.evaluation.golden import load_golden_task
-from tasks.evaluation.judges import JUDGE_CRITERIA, judge_rows_task
-from tasks.evaluation.scoring import QUALITY_METRICS, ScoringConfig, score_rows_task, summarize_task
+from tasks.evaluation.judges import JUDGE_CRITERIA, judge_params, judge_rows_task, judge_source
+from tasks.evaluation.scoring import (
+    QUALITY_METRICS,
+    score_rows_task,
+    scoring_config,
+    summarize_task,
+)
 from tasks.generation.answers import answer_retrievals_task
-from tasks.generation.backends import generator_from_settings
-from tasks.generation.chat import OpenAIChatGenerator
+from tasks.generation.backends import generator_from_settings, judge_from_settings
 from tasks.generation.prompts import load_prompt_task
 from tasks.indexing.store import open_index
 from tasks.retrieval import retrieve_many_task
@@ -63,12 +67,14 @@ def evaluate(request: EvaluateRequest) -> dict[str, Any]:
         logger.warning("dataset line %d skipped: %s", error["line"], error["error"])
     index = open_index(settings, resolve_collection(settings, request.collection), create=False)
     embedder = embedder_from_settings(settings)
-    generator = generator_from_settings(settings.generation, embedder)
+    generator = generator_from_settings(settings, embedder)
     prompt = load_prompt_task(settings.generation.prompt_name, settings.generation.prompt_version)
-    price = settings.evaluation.prices.get(generator.model)
+    judge = judge_from_settings(settings)
+    config = scoring_config(settings.evaluation, generator.name, generator.model, k)
 
     items = [item for _ in range(repeats) for item in golden.items]
     repeat_of = [r for r in range(repeats) for _ in golden.items]
+    seeds: list[int | None] = [settings.generation.seed + r for r in repeat_of]
     retrievals: list[Any] = []
     answers: list[Any] = []
     for start in range(0, len(items), BATCH):
@@ -78,24 +84,15 @@ def evaluate(request: EvaluateRequest) -> dict[str, Any]:
             batch, index, embedder, k, settings.retrieval.fetch_multiplier, label=label
         )
         retrievals += found
-        answers += answer_retrievals_task(found, generator, prompt, k, label=label)
+        answers += answer_retrievals_task(
+            found, generator, prompt, k, seeds[start : start + BATCH], label=label
+        )
 
-    config = ScoringConfig(
-        k=k,
-        price_prompt_per_mtok=price.prompt if price else 0.0,
-        price_completion_per_mtok=price.completion if price else 0.0,
-        toxicity_threshold=settings.evaluation.toxicity_threshold,
-    )
     rows = score_rows_task(items, repeat_of, retrievals, answers, embedder, config)
     evaluation = settings.evaluation
-    judged = evaluation.judge and isinstance(generator, OpenAIChatGenerator)
-    if evaluation.judge and not judged:
-        logger.warning(
-            "evaluation.judge needs generation.backend = 'openai'; judge metrics skipped"
-        )
-    if judged:
+    if judge is not None:
         contexts = [[hit.text for hit in r.top_chunks(k)] for r in retrievals]
-        rows = judge_rows_task(rows, contexts, generator)
+        rows = judge_rows_task(rows, contexts, judge, evaluation.judge.context_chars)
     summary = summarize_task(
         rows, k, evaluation.bootstrap_samples, evaluation.confidence, evaluation.seed
     )
@@ -115,8 +112,10 @@ def evaluate(request: EvaluateRequest) -> dict[str, Any]:
         "prompt_version": prompt.version,
         "generator": generator.name,
         "generator_model": generator.model,
-        "priced": price is not None,
-        "judge": judged,
+        "generator_sha256": generator.sha256 or "",
+        "priced": config.priced,
+        "judge": judge is not None,
+        **judge_params(judge),
     }
     report = {
         "experiment": experiment,
@@ -126,7 +125,8 @@ def evaluate(request: EvaluateRequest) -> dict[str, Any]:
         "failed_rows": golden.errors,
         "params": params,
     }
-    names = [t.format(k=k) for t in QUALITY_METRICS] + (list(JUDGE_CRITERIA) if judged else [])
+    names = [t.format(k=k) for t in QUALITY_METRICS]
+    judged = list(JUDGE_CRITERIA) if judge is not None else []
     scorers = names if evaluation.mlflow_genai else None
     record = EvaluationRecord(
         experiment=experiment,
@@ -147,6 +147,8 @@ def evaluate(request: EvaluateRequest) -> dict[str, Any]:
         dataset_name=golden.name,
         report=report,
         tags={"ragcycle.kind": "evaluation", "ragcycle.collection": index.name, **request.tags},
+        judge_metrics=judged,
+        judge_source=judge_source(judge),
     )
     run_id = log_evaluation_task(
         record, settings.mlflow_tracking_uri, settings.mlflow_artifact_location, scorers

@@ -8,6 +8,7 @@ these at the boundary so callers never need to import a backend to catch a failu
     ├── DocumentError        one document cannot be read; recorded and skipped, never fatal to a run
     ├── IndexStoreError      the vector store refused or failed an operation
     ├── GenerationError      the LLM backend failed after its retries
+    ├── ModelError           a local model file is absent, corrupt or not a model
     └── DatasetError         a golden dataset or benchmark set cannot be used at all
 """
 
@@ -19,6 +20,7 @@ __all__ = [
     "DocumentError",
     "GenerationError",
     "IndexStoreError",
+    "ModelError",
     "RagcycleError",
 ]
 
@@ -46,6 +48,10 @@ class IndexStoreError(RagcycleError):
 
 class GenerationError(RagcycleError):
     """The generation backend failed after its retries."""
+
+
+class ModelError(RagcycleError):
+    """A local model cannot be used: absent (pull it), corrupt, or not a GGUF file."""
 
 
 class DatasetError(RagcycleError):

@@ -26,6 +26,9 @@ _OFFLINE_DEFAULTS: Mapping[str, str] = {
     "ANONYMIZED_TELEMETRY": "False",
     "TOKENIZERS_PARALLELISM": "false",
     "PREFECT_UI_ENABLED": "true",
+    # The ephemeral server's 20 s start-up budget is missed on a busy 2-core machine (every flow
+    # command then dies); its database migrations alone take seconds there.
+    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
     # Traces written synchronously: async export exhausts SQLite's connection pool under
     # mlflow.genai.evaluate, and feedback logged right after a call needs its trace to exist.
     "MLFLOW_ENABLE_ASYNC_TRACE_LOGGING": "false",

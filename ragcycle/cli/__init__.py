@@ -7,6 +7,7 @@ environment is configured, so ``ragcycle --help`` stays fast and offline setting
 - :mod:`~ragcycle.cli.pipeline`: ``config``, ``ingest``, ``ask``, ``eval``, ``benchmark``.
 - :mod:`~ragcycle.cli.lifecycle`: ``reindex``, ``monitor``, ``serve``, ``status``, ``index``,
   ``demo``.
+- :mod:`~ragcycle.cli.models`: ``models list``, ``models pull``.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from ragcycle.cli.common import app
 # isort: off
 from ragcycle.cli import pipeline  # noqa: F401
 from ragcycle.cli import lifecycle  # noqa: F401
+from ragcycle.cli import models  # noqa: F401
 
 # isort: on
 

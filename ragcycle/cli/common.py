@@ -24,6 +24,7 @@ __all__ = [
     "fail",
     "index_app",
     "json_number",
+    "models_app",
     "registry_for",
     "script_path",
     "settings_for",
@@ -45,6 +46,8 @@ benchmark_app = typer.Typer(help="Standard retrieval benchmarks.", no_args_is_he
 app.add_typer(benchmark_app, name="benchmark")
 index_app = typer.Typer(help="Index versions: list, promote, roll back.", no_args_is_help=True)
 app.add_typer(index_app, name="index")
+models_app = typer.Typer(help="Local LLMs: the catalogue, pulling a model.", no_args_is_help=True)
+app.add_typer(models_app, name="models")
 
 ConfigOption = Annotated[
     Path | None,
@@ -58,7 +61,7 @@ ConfigOption = Annotated[
 JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON object, for scripts.")]
 
 console = Console()
-err_console = Console(stderr=True)
+err_console = Console(stderr=True, soft_wrap=True)  # an error stays one line, whatever the width
 
 
 def settings_for(config: Path | None, **overrides: Any) -> Settings:

@@ -151,7 +151,12 @@ def ask(
         raise fail(exc) from None
     if as_json:
         typer.echo(
-            json.dumps({key: result[key] for key in ("answer", "sources", "latency_ms", "tokens")})
+            json.dumps(
+                {
+                    key: result[key]
+                    for key in ("answer", "sources", "latency_ms", "tokens", "generator")
+                }
+            )
         )
         return
     console.print(result["answer"])
@@ -161,7 +166,8 @@ def ask(
     latency = result["latency_ms"]
     console.print(
         f"[dim]{latency['total']:.0f} ms (retrieve {latency['retrieve']:.0f}, generate"
-        f" {latency['generate']:.0f}); tokens {result['tokens']}; {result['prompt']}[/dim]"
+        f" {latency['generate']:.0f}); tokens {result['tokens']}; {result['prompt']};"
+        f" {result['generator']['backend']}:{result['generator']['model']}[/dim]"
     )
 
 

@@ -1,40 +1,98 @@
 """LLM-as-judge metrics: a model grades each answer on a 1-5 scale, read back as 0-1.
 
-Judges reply in free text however firmly they are asked for JSON, so the parser accepts JSON,
-JSON inside prose or code fences, or a bare number, and anything else is ``nan``, never a guess.
+Three criteria, each a question of its own: is the answer grounded in the retrieved context
+(``judge_faithfulness``), correct against the reference (``judge_correctness``, only where the
+golden set has one), and relevant to the question (``judge_relevance``). The prompt puts what
+the criteria share first and the criterion last, so llama.cpp's prompt cache reads the long
+part once per answer, not once per criterion.
+
+A local judge's reply is constrained to ``{"score": 1..5}`` by a JSON schema (llama.cpp's
+grammar-constrained decoding); an API judge replies in free text however firmly it is asked for
+JSON, so the parser also accepts JSON inside prose or code fences, or a bare number. Anything
+else is ``nan`` and counted as a parse failure, never a guess.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import re
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-__all__ = ["JUDGE_CRITERIA", "JUDGE_PROMPT", "judge_rows", "judge_rows_task", "parse_judge_score"]
+from ragcycle.errors import GenerationError
+from tasks.evaluation.stats import nanmean
+
+__all__ = [
+    "JUDGE_CRITERIA",
+    "JUDGE_PROMPT",
+    "SCORE_SCHEMA",
+    "Judge",
+    "judge_params",
+    "judge_prompt_id",
+    "judge_reliability",
+    "judge_rows",
+    "judge_rows_task",
+    "judge_source",
+    "parse_judge_score",
+]
 
 JUDGE_PROMPT = """You grade a question-answering system. Reply with JSON only, like {{"score": 3}}.
-Score from 1 (worst) to 5 (best) how {criterion}
 
 Question: {question}
 Reference answer: {reference}
 Retrieved context:
 {context}
 System answer: {answer}
+
+Score from 1 (worst) to 5 (best) how {criterion}
 """
 
-
 JUDGE_CRITERIA = {
-    "judge_correctness": "correct the system answer is compared with the reference answer.",
     "judge_faithfulness": "fully the system answer is supported by the retrieved context.",
+    "judge_correctness": "correct the system answer is compared with the reference answer.",
+    "judge_relevance": "well the system answer addresses the question.",
 }
 
+SCORE_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {"score": {"type": "integer", "minimum": 1, "maximum": 5}},
+    "required": ["score"],
+}
+
+# A verdict at or above this (a score of 3 of 5) counts as "supported" when the judge is compared
+# with the lexical support metric and with itself across repeats.
+VERDICT_THRESHOLD = 0.5
 
 _FIRST_NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
+
+
+class Judge(Protocol):
+    """A chat model that grades: the local and the openai backends both are one."""
+
+    name: str
+    model: str
+    sha256: str | None
+    structured_output: bool
+
+    def complete(
+        self,
+        messages: list[dict[str, str]],
+        *,
+        seed: int | None = None,
+        max_tokens: int | None = None,
+        json_schema: dict[str, Any] | None = None,
+    ) -> tuple[str, dict[str, Any]]: ...
+
+
+def judge_prompt_id() -> str:
+    """A short hash of the judge prompt and criteria: a verdict's source names it."""
+    payload = json.dumps([JUDGE_PROMPT, JUDGE_CRITERIA], sort_keys=True)
+    return "judge-" + hashlib.sha256(payload.encode()).hexdigest()[:8]
 
 
 def parse_judge_score(text: str) -> float:
@@ -65,15 +123,20 @@ def parse_judge_score(text: str) -> float:
 
 
 def judge_rows(
-    rows: Sequence[dict[str, Any]], contexts: Sequence[Sequence[str]], judge: Any
+    rows: Sequence[dict[str, Any]],
+    contexts: Sequence[Sequence[str]],
+    judge: Judge,
+    *,
+    context_chars: int = 1500,
 ) -> None:
-    """Add LLM-judge scores to each row in place; a failed or malformed judgement is ``nan``.
+    """Add judge scores to each row in place, and the criteria that failed as ``judge_failed``.
 
-    ``judge`` is anything with ``complete(messages) -> (text, usage)``, e.g. the openai backend.
+    A call that fails or a reply without a usable score is ``nan`` for that criterion; a row
+    without a reference answer gets no correctness verdict (``nan``, not a failure).
     """
-    from ragcycle.errors import GenerationError
-
+    schema = SCORE_SCHEMA if judge.structured_output else None
     for row, context in zip(rows, contexts, strict=True):
+        failed: list[str] = []
         for name, criterion in JUDGE_CRITERIA.items():
             if name == "judge_correctness" and not row.get("expected_answer"):
                 row[name] = math.nan
@@ -82,21 +145,68 @@ def judge_rows(
                 criterion=criterion,
                 question=row["question"],
                 reference=row.get("expected_answer") or "(none)",
-                context="\n---\n".join(context)[:6000],
+                context="\n---\n".join(context)[:context_chars],
                 answer=row["answer"],
             )
             try:
-                text, _ = judge.complete([{"role": "user", "content": prompt}])
+                text, _ = judge.complete([{"role": "user", "content": prompt}], json_schema=schema)
             except GenerationError:
-                row[name] = math.nan
-                continue
+                text = ""
             row[name] = parse_judge_score(text)
+            if math.isnan(row[name]):
+                failed.append(name)
+        row["judge_failed"] = failed
+
+
+def judge_reliability(rows: Sequence[Mapping[str, Any]]) -> dict[str, float]:
+    """How far the judge's faithfulness verdicts can be trusted, from the rows themselves.
+
+    ``judge_lexical_agreement``: share of answered rows where the judge's verdict (score >= 3)
+    agrees with the lexical support metric (>= half the sentences supported).
+    ``judge_flip_share``: share of questions answered more than once whose verdict differs
+    between repeats; ``nan`` without repeats.
+    """
+    agreements: list[float] = []
+    verdicts: dict[int, set[bool]] = {}
+    for row in rows:
+        judged = float(row.get("judge_faithfulness", math.nan))
+        if math.isnan(judged):
+            continue
+        verdict = judged >= VERDICT_THRESHOLD
+        verdicts.setdefault(int(row["line"]), set()).add(verdict)
+        lexical = float(row.get("faithfulness", math.nan))
+        if not math.isnan(lexical):
+            agreements.append(float(verdict == (lexical >= VERDICT_THRESHOLD)))
+    counts = {int(row["line"]) for row in rows}
+    repeated = [line for line in counts if sum(1 for r in rows if int(r["line"]) == line) > 1]
+    flips = [float(len(verdicts.get(line, set())) > 1) for line in repeated if line in verdicts]
+    return {
+        "judge_lexical_agreement": nanmean(agreements),
+        "judge_flip_share": nanmean(flips),
+    }
+
+
+def judge_source(judge: Judge | None) -> str:
+    """The source of a verdict, as its MLflow assessment names it: judge model @ prompt."""
+    return f"{judge.name}:{judge.model}@{judge_prompt_id()}" if judge is not None else ""
+
+
+def judge_params(judge: Judge | None) -> dict[str, str]:
+    """What an evaluation run records about its judge."""
+    if judge is None:
+        return {}
+    return {
+        "judge_backend": judge.name,
+        "judge_model": judge.model,
+        "judge_sha256": judge.sha256 or "",
+        "judge_prompt": judge_prompt_id(),
+    }
 
 
 @task(name="judge", cache_policy=NO_CACHE)
 def judge_rows_task(
-    rows: list[dict[str, Any]], contexts: list[list[str]], judge: Any
+    rows: list[dict[str, Any]], contexts: list[list[str]], judge: Judge, context_chars: int
 ) -> list[dict[str, Any]]:
     """Prefect edge of :func:`judge_rows`; returns the rows with judge metrics."""
-    judge_rows(rows, contexts, judge)
+    judge_rows(rows, contexts, judge, context_chars=context_chars)
     return rows

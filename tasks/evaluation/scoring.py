@@ -13,8 +13,9 @@ import numpy as np
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
+from ragcycle.settings import EvaluationSettings
 from tasks.evaluation.golden import GoldenItem, matches_source
-from tasks.evaluation.judges import JUDGE_CRITERIA
+from tasks.evaluation.judges import JUDGE_CRITERIA, judge_reliability
 from tasks.evaluation.metrics import (
     hit_rate_at_k,
     mrr,
@@ -35,6 +36,7 @@ __all__ = [
     "score_row",
     "score_rows",
     "score_rows_task",
+    "scoring_config",
     "summarize",
     "summarize_task",
 ]
@@ -47,7 +49,25 @@ class ScoringConfig:
     k: int
     price_prompt_per_mtok: float = 0.0
     price_completion_per_mtok: float = 0.0
+    price_cpu_hour: float = 0.0
     toxicity_threshold: float = 0.5
+    priced: bool = False  # False: an API model without a price, whose cost reads 0
+
+
+def scoring_config(
+    evaluation: EvaluationSettings, backend: str, model: str, k: int
+) -> ScoringConfig:
+    """Prices and thresholds for one generator: tokens for APIs, CPU time for local models."""
+    price = evaluation.prices.get(model)
+    cpu_hour = price.cpu_hour if price and price.cpu_hour is not None else evaluation.cpu_hour_usd
+    return ScoringConfig(
+        k=k,
+        price_prompt_per_mtok=price.prompt if price else 0.0,
+        price_completion_per_mtok=price.completion if price else 0.0,
+        price_cpu_hour=cpu_hour if backend == "local" else 0.0,
+        toxicity_threshold=evaluation.toxicity_threshold,
+        priced=price is not None or backend == "local",
+    )
 
 
 def score_row(
@@ -73,10 +93,11 @@ def score_row(
     guard = check_text(answer.text, toxicity_threshold=config.toxicity_threshold)
     context_pii = any(check_text(text).pii for text in contexts)
     retrieve_ms = float(retrieval.latency_ms.get("retrieve", 0.0))
+    # API models cost their tokens; a local model costs the CPU time it took on this machine.
     cost = (
         answer.prompt_tokens * config.price_prompt_per_mtok
         + answer.completion_tokens * config.price_completion_per_mtok
-    ) / 1e6
+    ) / 1e6 + answer.cpu_seconds * config.price_cpu_hour / 3600
     row: dict[str, Any] = {
         "line": item.line,
         "repeat": repeat,
@@ -126,6 +147,7 @@ def score_row(
         "latency_total_ms": retrieve_ms + float(answer.generate_ms),
         "prompt_tokens": int(answer.prompt_tokens),
         "completion_tokens": int(answer.completion_tokens),
+        "cpu_seconds": float(answer.cpu_seconds),
         "cost_usd": cost,
     }
     row["flagged"] = bool(
@@ -209,8 +231,22 @@ def summarize(
     metrics["completion_tokens_total"] = float(sum(int(r["completion_tokens"]) for r in rows))
     metrics["cost_usd_total"] = float(sum(float(r["cost_usd"]) for r in rows))
     metrics["cost_usd_per_question"] = metrics["cost_usd_total"] / max(1, len(rows))
+    metrics["cpu_seconds_total"] = float(sum(float(r.get("cpu_seconds", 0.0)) for r in rows))
     metrics["flagged_rate"] = nanmean(float(bool(r["flagged"])) for r in rows)
+    if judged:
+        metrics.update(_judge_figures(rows, judged))
     return Summary(metrics=metrics, ci=ci, questions=len(by_question), rows=len(rows))
+
+
+def _judge_figures(rows: Sequence[Mapping[str, Any]], judged: Sequence[str]) -> dict[str, float]:
+    """Parse failures per judge metric (never dropped silently) and the judge's reliability."""
+    figures = {
+        f"{name}_parse_failures": float(sum(name in r.get("judge_failed", ()) for r in rows))
+        for name in judged
+    }
+    figures["judge_parse_failures"] = sum(figures.values())
+    figures.update(judge_reliability(rows))
+    return figures
 
 
 def score_rows(

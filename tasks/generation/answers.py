@@ -24,6 +24,7 @@ __all__ = [
     "TokenCounter",
     "answer_retrievals",
     "answer_retrievals_task",
+    "generator_identity",
     "sources_of",
 ]
 
@@ -51,6 +52,7 @@ class Answer:
     generate_ms: float
     generator: str
     prompt: str  # registry URI, prompts:/<name>/<version>
+    cpu_seconds: float = 0.0  # CPU time this machine spent answering (local models)
     extras: dict[str, Any] = field(default_factory=dict)
 
 
@@ -59,10 +61,16 @@ class TokenCounter(Protocol):
 
 
 class Generator(Protocol):
-    """Turns a question and its hits into an :class:`Answer`."""
+    """Turns a question and its hits into an :class:`Answer`.
+
+    ``name`` is the backend, ``model`` what runs and ``sha256`` the model file's hash where the
+    model is a file on this machine. ``seed`` picks one sample of a sampling backend, so repeat
+    ``r`` of an evaluation can differ from repeat ``r + 1`` and still be reproduced.
+    """
 
     name: str
     model: str
+    sha256: str | None
 
     def generate(
         self,
@@ -70,7 +78,14 @@ class Generator(Protocol):
         hits: Sequence[Hit],
         prompt: PromptTemplate,
         question_vector: np.ndarray,
+        *,
+        seed: int | None = None,
     ) -> Answer: ...
+
+
+def generator_identity(generator: Generator) -> dict[str, str | None]:
+    """What produced an answer, as ``ask --json`` and evaluation runs record it."""
+    return {"backend": generator.name, "model": generator.model, "sha256": generator.sha256}
 
 
 def sources_of(hits: Sequence[Hit]) -> list[Source]:
@@ -86,10 +101,18 @@ def sources_of(hits: Sequence[Hit]) -> list[Source]:
 
 
 def answer_retrievals(
-    retrievals: Sequence[Any], generator: Generator, prompt: PromptTemplate, k: int
+    retrievals: Sequence[Any],
+    generator: Generator,
+    prompt: PromptTemplate,
+    k: int,
+    seeds: Sequence[int | None] | None = None,
 ) -> list[Answer]:
-    """An answer for each retrieval, from its top ``k`` chunks."""
-    return [generator.generate(r.question, r.top_chunks(k), prompt, r.vector) for r in retrievals]
+    """An answer for each retrieval, from its top ``k`` chunks, with its seed if given."""
+    chosen = list(seeds) if seeds is not None else [None] * len(retrievals)
+    return [
+        generator.generate(r.question, r.top_chunks(k), prompt, r.vector, seed=seed)
+        for r, seed in zip(retrievals, chosen, strict=True)
+    ]
 
 
 @task(name="generate", task_run_name="generate-{label}", cache_policy=NO_CACHE)
@@ -98,7 +121,8 @@ def answer_retrievals_task(
     generator: Generator,
     prompt: PromptTemplate,
     k: int,
+    seeds: list[int | None] | None = None,
     label: str = "batch",
 ) -> list[Answer]:
     """Prefect edge of :func:`answer_retrievals` (retries live in the HTTP client)."""
-    return answer_retrievals(retrievals, generator, prompt, k)
+    return answer_retrievals(retrievals, generator, prompt, k, seeds)

@@ -1,10 +1,10 @@
-"""The generator the settings choose."""
+"""The generator, and the judge, that the settings choose."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from ragcycle.settings import GenerationSettings
+from ragcycle.settings import Settings
 from tasks.generation.answers import Generator
 from tasks.generation.chat import OpenAIChatGenerator, resolve_api_key
 from tasks.generation.extractive import (
@@ -14,31 +14,73 @@ from tasks.generation.extractive import (
     StaticSentenceScorer,
     token_counter,
 )
+from tasks.models import model_file
 
-__all__ = ["generator_from_settings"]
+__all__ = ["generator_from_settings", "judge_from_settings"]
 
 
-def generator_from_settings(settings: GenerationSettings, embedder: Any) -> Generator:
-    """The configured backend."""
-    if settings.backend == "openai":
+def generator_from_settings(settings: Settings, embedder: Any) -> Generator:
+    """The configured backend; a local model that is absent or corrupt is a ModelError."""
+    config = settings.generation
+    if config.backend == "local":
+        from tasks.generation.local import LocalGenerator
+
+        return LocalGenerator(
+            model_file(config.local_model, settings.models_path, config.model_path),
+            context_size=config.context_size,
+            threads=config.threads,
+            temperature=config.temperature,
+            top_p=config.top_p,
+            max_tokens=config.max_tokens,
+        )
+    if config.backend == "openai":
         return OpenAIChatGenerator(
-            settings.base_url,
-            settings.model,
-            api_key=resolve_api_key(settings),
-            timeout_seconds=settings.timeout_seconds,
-            max_retries=settings.max_retries,
-            temperature=settings.temperature,
-            max_tokens=settings.max_tokens,
+            config.base_url,
+            config.model,
+            api_key=resolve_api_key(config),
+            timeout_seconds=config.timeout_seconds,
+            max_retries=config.max_retries,
+            temperature=config.temperature,
+            top_p=config.top_p,
+            max_tokens=config.max_tokens,
         )
     scorer: SentenceScorer = (
         StaticSentenceScorer(embedder)
-        if settings.sentence_scoring == "static"
+        if config.sentence_scoring == "static"
         else ModelSentenceScorer(embedder)
     )
     return ExtractiveGenerator(
         embedder,
         token_counter(embedder),
-        min_score=settings.min_score,
-        max_sentences=settings.max_sentences,
+        min_score=config.min_score,
+        max_sentences=config.max_sentences,
         scorer=scorer,
+    )
+
+
+def judge_from_settings(settings: Settings) -> OpenAIChatGenerator | None:
+    """The judge of evaluations, greedy (temperature 0) so its verdicts are reproducible; None
+    when judging is off."""
+    judge = settings.evaluation.judge
+    if judge.backend == "none":
+        return None
+    if judge.backend == "local":
+        from tasks.generation.local import LocalGenerator
+
+        return LocalGenerator(
+            model_file(judge.model, settings.models_path, judge.model_path),
+            context_size=settings.generation.context_size,
+            threads=settings.generation.threads,
+            temperature=0.0,
+            max_tokens=judge.max_tokens,
+        )
+    config = settings.generation
+    return OpenAIChatGenerator(
+        config.base_url,
+        judge.model,
+        api_key=resolve_api_key(config),
+        timeout_seconds=config.timeout_seconds,
+        max_retries=config.max_retries,
+        temperature=0.0,
+        max_tokens=judge.max_tokens,
     )

@@ -52,6 +52,9 @@ class OpenAIChatGenerator:
     """Any OpenAI-compatible ``/chat/completions`` endpoint; the key never leaves the header."""
 
     name = "openai"
+    # Whether the endpoint is known to honour a JSON schema in ``response_format`` (llama.cpp
+    # does; an arbitrary OpenAI-compatible server may reject the field).
+    structured_output = False
 
     def __init__(
         self,
@@ -62,6 +65,7 @@ class OpenAIChatGenerator:
         timeout_seconds: float = 60.0,
         max_retries: int = 4,
         temperature: float = 0.0,
+        top_p: float | None = None,
         max_tokens: int = 512,
         backoff_seconds: float = 0.5,
         transport: httpx.BaseTransport | None = None,
@@ -71,7 +75,9 @@ class OpenAIChatGenerator:
         self.model = model
         self.max_retries = max_retries
         self.temperature = temperature
+        self.top_p = top_p
         self.max_tokens = max_tokens
+        self.sha256: str | None = None
         self.backoff_seconds = backoff_seconds
         headers = {"Content-Type": "application/json"}
         if api_key is not None:
@@ -92,10 +98,12 @@ class OpenAIChatGenerator:
         hits: Sequence[Hit],
         prompt: PromptTemplate,
         question_vector: np.ndarray,
+        *,
+        seed: int | None = None,
     ) -> Answer:
         started = time.perf_counter()
         rendered = prompt.format(question=question, context=build_context(hits))
-        text, usage = self.complete([{"role": "user", "content": rendered}])
+        text, usage = self.complete([{"role": "user", "content": rendered}], seed=seed)
         abstained = DONT_KNOW.split(":")[0].lower() in text.lower()
         cited = sorted({int(n) for n in re.findall(r"\[(\d+)\]", text) if 0 < int(n) <= len(hits)})
         return Answer(
@@ -106,12 +114,29 @@ class OpenAIChatGenerator:
             prompt_tokens=int(usage.get("prompt_tokens", 0)),
             completion_tokens=int(usage.get("completion_tokens", 0)),
             generate_ms=(time.perf_counter() - started) * 1000,
-            generator=f"openai:{self.model}",
+            generator=f"{self.name}:{self.model}",
             prompt=prompt.uri,
+            cpu_seconds=self.cpu_seconds(usage),
+            extras={"timings": usage["timings"]} if "timings" in usage else {},
         )
 
-    def complete(self, messages: list[dict[str, str]]) -> tuple[str, dict[str, Any]]:
-        """One chat completion as ``(text, usage)``; :class:`GenerationError` when it gives up."""
+    def cpu_seconds(self, usage: dict[str, Any]) -> float:
+        """CPU time this machine spent on a completion: none for a remote API."""
+        return 0.0
+
+    def complete(
+        self,
+        messages: list[dict[str, str]],
+        *,
+        seed: int | None = None,
+        max_tokens: int | None = None,
+        json_schema: dict[str, Any] | None = None,
+    ) -> tuple[str, dict[str, Any]]:
+        """One chat completion as ``(text, usage)``; :class:`GenerationError` when it gives up.
+
+        ``usage`` is the response's token usage, plus its ``timings`` where the server reports
+        them (llama.cpp does: prompt and generation milliseconds and tokens per second).
+        """
         retrying = Retrying(
             retry=retry_if_exception(lambda exc: isinstance(exc, _RetryableError)),
             stop=stop_after_attempt(self.max_retries + 1),
@@ -121,7 +146,7 @@ class OpenAIChatGenerator:
         try:
             for attempt in retrying:
                 with attempt:
-                    return self._post(messages)
+                    return self._post(messages, seed, max_tokens or self.max_tokens, json_schema)
         except _RetryableError as exc:
             raise GenerationError(
                 f"chat completion failed after {self.max_retries + 1} attempts: {exc}"
@@ -135,13 +160,28 @@ class OpenAIChatGenerator:
         backoff = wait_exponential_jitter(initial=self.backoff_seconds, max=20, jitter=0.1)
         return float(backoff(state))
 
-    def _post(self, messages: list[dict[str, str]]) -> tuple[str, dict[str, Any]]:
-        body = {
+    def _post(
+        self,
+        messages: list[dict[str, str]],
+        seed: int | None,
+        max_tokens: int,
+        json_schema: dict[str, Any] | None,
+    ) -> tuple[str, dict[str, Any]]:
+        body: dict[str, Any] = {
             "model": self.model,
             "messages": messages,
             "temperature": self.temperature,
-            "max_tokens": self.max_tokens,
+            "max_tokens": max_tokens,
         }
+        if self.top_p is not None:
+            body["top_p"] = self.top_p
+        if seed is not None:
+            body["seed"] = seed
+        if json_schema is not None:
+            body["response_format"] = {
+                "type": "json_schema",
+                "json_schema": {"name": "reply", "schema": json_schema},
+            }
         try:
             response = self._client.post("/chat/completions", json=body)
         except (httpx.TimeoutException, httpx.TransportError) as exc:
@@ -166,7 +206,10 @@ class OpenAIChatGenerator:
         if not isinstance(text, str):
             raise GenerationError("malformed chat completion response: content is not text")
         usage = payload.get("usage") or {}
-        return text.strip(), usage if isinstance(usage, dict) else {}
+        usage = dict(usage) if isinstance(usage, dict) else {}
+        if isinstance(payload.get("timings"), dict):
+            usage["timings"] = payload["timings"]
+        return text.strip(), usage
 
 
 def resolve_api_key(settings: GenerationSettings) -> SecretStr | None:

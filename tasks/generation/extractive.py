@@ -15,7 +15,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from tasks.generation.answers import Answer, Source, TokenCounter, sources_of
-from tasks.generation.prompts import DONT_KNOW, PromptTemplate, build_context
+from tasks.generation.prompts import DONT_KNOW, PromptTemplate
 from tasks.indexing.store import Hit
 from tasks.text import STOPWORDS
 from tasks.text import split_sentences as sentences_in
@@ -123,6 +123,7 @@ class ExtractiveGenerator:
         self.max_candidates = max_candidates
         self.scorer = scorer or ModelSentenceScorer(embedder)
         self.model = "extractive"
+        self.sha256: str | None = None
 
     def generate(
         self,
@@ -130,15 +131,17 @@ class ExtractiveGenerator:
         hits: Sequence[Hit],
         prompt: PromptTemplate,
         question_vector: np.ndarray,
+        *,
+        seed: int | None = None,
     ) -> Answer:
+        """The best sentences, cited; deterministic, so ``seed`` changes nothing."""
         started = time.perf_counter()
-        rendered = prompt.format(question=question, context=build_context(hits))
         best = max((hit.score for hit in hits), default=0.0)
         if not hits or best < self.min_score:
-            return self._answer(question, DONT_KNOW, [], True, rendered, prompt, started)
+            return self._answer(question, DONT_KNOW, [], True, prompt, started)
         candidates = self._candidates(question, hits)
         if not candidates:
-            return self._answer(question, DONT_KNOW, [], True, rendered, prompt, started)
+            return self._answer(question, DONT_KNOW, [], True, prompt, started)
         scores = self.scorer(question, question_vector, [sentence for _, _, sentence in candidates])
         chosen = sorted(np.argsort(-scores)[: self.max_sentences].tolist())
         cited: list[int] = []
@@ -149,7 +152,7 @@ class ExtractiveGenerator:
                 cited.append(hit_index)
             parts.append(f"{sentence} [{cited.index(hit_index) + 1}]")
         sources = sources_of([hits[i] for i in cited])
-        return self._answer(question, " ".join(parts), sources, False, rendered, prompt, started)
+        return self._answer(question, " ".join(parts), sources, False, prompt, started)
 
     def _candidates(self, question: str, hits: Sequence[Hit]) -> list[tuple[int, int, str]]:
         """(hit index, position, sentence), pre-ranked by word overlap to bound embedding work."""
@@ -175,16 +178,16 @@ class ExtractiveGenerator:
         text: str,
         sources: list[Source],
         abstained: bool,
-        rendered: str,
         prompt: PromptTemplate,
         started: float,
     ) -> Answer:
+        # No model reads a prompt here, so there are no prompt tokens to count or to pay for.
         return Answer(
             question=question,
             text=text,
             sources=sources,
             abstained=abstained,
-            prompt_tokens=self.count_tokens(rendered),
+            prompt_tokens=0,
             completion_tokens=self.count_tokens(text),
             generate_ms=(time.perf_counter() - started) * 1000,
             generator=self.name,

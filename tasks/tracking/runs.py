@@ -99,6 +99,8 @@ class EvaluationRecord:
     dataset_name: str
     report: dict[str, Any]
     tags: dict[str, str] = field(default_factory=dict)
+    judge_metrics: list[str] = field(default_factory=list)
+    judge_source: str = ""  # model@prompt of the judge whose verdicts judge_metrics hold
 
 
 def log_evaluation(
@@ -137,7 +139,7 @@ def log_evaluation(
         mlflow.log_input(dataset, context="evaluation")
         mlflow.log_dict(record.report, "eval_report.json")
         if genai_scorers:
-            _genai_evaluate(record.rows, genai_scorers)
+            _genai_evaluate(record, genai_scorers)
         return str(run.info.run_id)
 
 
@@ -148,34 +150,56 @@ def _table_row(row: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _genai_evaluate(rows: list[dict[str, Any]], names: list[str]) -> None:
-    """Record rows with MLflow's GenAI evaluation; scorers read the scores computed already."""
+def _genai_evaluate(record: EvaluationRecord, names: list[str]) -> None:
+    """Record rows with MLflow's GenAI evaluation; scorers read the scores computed already.
+
+    Code metrics become assessments of source CODE; judge verdicts become assessments of source
+    LLM_JUDGE naming the judge model and prompt, so MLflow's evaluation views show both kinds
+    side by side on each row's trace.
+    """
     import mlflow
+    from mlflow.entities import AssessmentSource, AssessmentSourceType, Feedback
     from mlflow.genai.scorers import scorer
 
-    def make(name: str) -> Any:
+    def value_of(outputs: dict[str, Any], name: str) -> float | None:
+        value = outputs.get("scores", {}).get(name)
+        return None if value is None or value != value else float(value)
+
+    def code_metric(name: str) -> Any:
         def read(outputs: dict[str, Any]) -> float | None:
-            value = outputs.get("scores", {}).get(name)
-            return None if value is None or value != value else float(value)
+            return value_of(outputs, name)
 
         return scorer(name=name)(read)
 
+    def judge_metric(name: str) -> Any:
+        source = AssessmentSource(
+            source_type=AssessmentSourceType.LLM_JUDGE, source_id=record.judge_source
+        )
+
+        def read(outputs: dict[str, Any]) -> Feedback | None:
+            value = value_of(outputs, name)
+            return None if value is None else Feedback(name=name, value=value, source=source)
+
+        return scorer(name=name)(read)
+
+    everything = [*names, *record.judge_metrics]
     data = [
         {
             "inputs": {"question": row["question"]},
             "outputs": {
                 "answer": row["answer"],
                 "sources": row["sources"],
-                "scores": {name: row.get(name) for name in names},
+                "scores": {name: row.get(name) for name in everything},
             },
             "expectations": {
                 "expected_answer": row["expected_answer"] or "",
                 "expected_sources": row["expected_sources"],
             },
         }
-        for row in rows
+        for row in record.rows
     ]
-    mlflow.genai.evaluate(data=data, scorers=[make(name) for name in names])
+    scorers = [code_metric(n) for n in names] + [judge_metric(n) for n in record.judge_metrics]
+    mlflow.genai.evaluate(data=data, scorers=scorers)
 
 
 @task(name="log-evaluation", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[2, 10])

@@ -207,7 +207,7 @@ def test_openai_backend_with_judge_metrics(indexed: Path) -> None:
             "api_key": "sk-secret-test",
         }
         evaluation = {
-            "judge": True,
+            "judge": {"backend": "openai", "model": "fake-llm"},
             "mlflow_genai": False,
             "prices": {"fake-llm": {"prompt": 1.0, "completion": 2.0}},
         }
@@ -219,11 +219,15 @@ def test_openai_backend_with_judge_metrics(indexed: Path) -> None:
         )
     metrics = result["metrics"]
     assert metrics["judge_correctness"] == 1.0
-    assert math.isnan(metrics["judge_faithfulness"])
+    assert math.isnan(metrics["judge_faithfulness"]) and math.isnan(metrics["judge_relevance"])
+    # every garbage verdict is counted, never dropped: 17 answers x (faithfulness, relevance)
+    assert metrics["judge_faithfulness_parse_failures"] == 17
+    assert metrics["judge_parse_failures"] == 34
     # 17 answers at 11 prompt and 7 completion tokens, priced per million tokens
     assert metrics["cost_usd_total"] == pytest.approx(17 * (11 * 1.0 + 7 * 2.0) / 1e6)
     run = MlflowClient(tracking_uri=make_settings(indexed).mlflow_tracking_uri).get_run(
         result["run_id"]
     )
     assert run.data.params["generator_model"] == "fake-llm" and run.data.params["judge"] == "True"
+    assert run.data.params["judge_backend"] == "openai"
     assert "sk-secret-test" not in json.dumps(run.data.params) + json.dumps(run.data.tags)

@@ -3,6 +3,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -163,19 +164,48 @@ def test_judge_rows_survive_failures_and_garbage() -> None:
     from tasks.evaluation.judges import judge_rows
 
     class Judge:
-        def __init__(self) -> None:
-            self.replies = iter(['{"score": 4}', "no idea", "boom", '{"score": 1}'])
+        name, model, sha256, structured_output = "openai", "fake", None, False
 
-        def complete(self, messages: list[dict[str, str]]) -> tuple[str, dict[str, int]]:
+        def __init__(self) -> None:
+            # faithfulness, correctness, relevance for each row, in that order
+            self.replies = iter(
+                ['{"score": 4}', "no idea", "boom", '{"score": 1}', '{"score": 5}', "3"]
+            )
+
+        def complete(
+            self, messages: list[dict[str, str]], **options: Any
+        ) -> tuple[str, dict[str, int]]:
+            assert options["json_schema"] is None, "an API judge is not sent a schema"
             reply = next(self.replies)
             if reply == "boom":
                 raise GenerationError("HTTP 500")
             return reply, {}
 
-    rows = [
+    rows: list[dict[str, Any]] = [
         {"question": "q1", "answer": "a1", "expected_answer": "a1"},
         {"question": "q2", "answer": "a2", "expected_answer": "a2"},
     ]
     judge_rows(rows, [["ctx"], ["ctx"]], Judge())
-    assert rows[0]["judge_correctness"] == 0.75 and math.isnan(rows[0]["judge_faithfulness"])
-    assert math.isnan(rows[1]["judge_correctness"]) and rows[1]["judge_faithfulness"] == 0.0
+    assert rows[0]["judge_faithfulness"] == 0.75
+    assert math.isnan(rows[0]["judge_correctness"]) and math.isnan(rows[0]["judge_relevance"])
+    assert rows[0]["judge_failed"] == ["judge_correctness", "judge_relevance"]
+    assert (rows[1]["judge_faithfulness"], rows[1]["judge_correctness"]) == (0.0, 1.0)
+    assert rows[1]["judge_relevance"] == 0.5 and rows[1]["judge_failed"] == []
+
+
+def test_judge_reliability_by_hand() -> None:
+    from tasks.evaluation.judges import judge_reliability
+
+    rows = [
+        # question 1, two repeats: the judge says supported (0.75), then not (0.25): a flip
+        {"line": 1, "judge_faithfulness": 0.75, "faithfulness": 1.0},
+        {"line": 1, "judge_faithfulness": 0.25, "faithfulness": 1.0},
+        # question 2: agreeing verdicts, no flip
+        {"line": 2, "judge_faithfulness": 0.0, "faithfulness": 0.0},
+        {"line": 2, "judge_faithfulness": 0.25, "faithfulness": math.nan},
+    ]
+    figures = judge_reliability(rows)
+    # agreement over rows with both figures: yes, no, yes -> 2/3
+    assert figures["judge_lexical_agreement"] == pytest.approx(2 / 3)
+    assert figures["judge_flip_share"] == 0.5
+    assert math.isnan(judge_reliability(rows[:1])["judge_flip_share"])

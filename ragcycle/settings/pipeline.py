@@ -1,0 +1,212 @@
+"""Settings of the RAG pipeline and its lifecycle: chunking to answers, evaluation and the gate."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field, SecretStr, model_validator
+
+__all__ = [
+    "ChunkingSettings",
+    "EvaluationSettings",
+    "GateRule",
+    "GenerationSettings",
+    "IngestSettings",
+    "JudgeSettings",
+    "LifecycleSettings",
+    "Price",
+    "RetrievalSettings",
+]
+
+
+class ChunkingSettings(BaseModel):
+    """How documents are cut into chunks; the hash of this group is stored on every chunk."""
+
+    strategy: Literal["recursive", "fixed", "whole"] = Field(
+        "recursive",
+        description="recursive: headings > paragraphs > sentences; fixed: windows;"
+        " whole: one chunk per document (benchmarks)",
+    )
+    size: int = Field(800, ge=50, description="maximum chunk length in characters")
+    overlap: int = Field(120, ge=0, description="characters shared by neighbouring chunks")
+
+    @model_validator(mode="after")
+    def _overlap_smaller_than_size(self) -> ChunkingSettings:
+        if self.overlap >= self.size:
+            raise ValueError(
+                f"chunking.overlap ({self.overlap}) must be smaller than size ({self.size})"
+            )
+        return self
+
+    def config_hash(self) -> str:
+        """Short, stable hash of the chunking parameters, so chunks made differently never mix."""
+        payload = json.dumps(self.model_dump(mode="json"), sort_keys=True)
+        return hashlib.sha256(payload.encode()).hexdigest()[:12]
+
+
+class IngestSettings(BaseModel):
+    """What ingestion reads and how it treats files it cannot use."""
+
+    extensions: list[str] = Field(
+        default_factory=lambda: [".pdf", ".md", ".markdown", ".txt", ".html", ".htm"],
+        description="file suffixes picked up from directories",
+    )
+    batch_documents: int = Field(16, ge=1, description="documents per Prefect task run")
+    prune: bool = Field(True, description="remove chunks of files deleted from a directory source")
+    min_pdf_chars_per_page: int = Field(
+        1,
+        ge=0,
+        description="PDFs averaging fewer extracted characters per page have no usable text layer",
+    )
+    pdf_passwords: list[SecretStr] = Field(
+        default_factory=list, description="tried in order on encrypted PDFs after the empty one"
+    )
+
+
+class RetrievalSettings(BaseModel):
+    """How many chunks a question gets, and how many more are fetched for document ranking."""
+
+    k: int = Field(5, ge=1, description="chunks (and documents, for metrics) per question")
+    fetch_multiplier: int = Field(
+        3, ge=1, description="chunks fetched per wanted document when ranking documents"
+    )
+
+
+class GenerationSettings(BaseModel):
+    """The answer backend: a local GGUF model by default, extractive, or an OpenAI-compatible API.
+
+    ``local`` runs the model in-process with llama.cpp (xllamacpp); ``extractive`` answers with
+    retrieved sentences and no model (deterministic: tests, benchmarks); ``openai`` talks to any
+    chat-completions endpoint (OpenAI, Ollama, vLLM).
+    """
+
+    backend: Literal["local", "extractive", "openai"] = "local"
+    prompt_name: str = Field("ragcycle-answer", description="MLflow prompt registry name")
+    prompt_version: str | None = Field(
+        None, description='version number or alias; default: alias "production", else latest'
+    )
+    min_score: float = Field(
+        0.3, description="best retrieval score below which the answer is 'I don't know'"
+    )
+    local_model: str = Field(
+        "smollm2-135m", description="local: catalogue model (`ragcycle models list`)"
+    )
+    model_path: Path | None = Field(
+        None, description="local: any GGUF file instead of a catalogue model"
+    )
+    context_size: int = Field(4096, ge=256, description="local: context window in tokens")
+    threads: int = Field(1, ge=1, description="local: CPU threads of the model")
+    top_p: float = Field(0.95, gt=0, le=1, description="local and openai: nucleus sampling")
+    seed: int = Field(
+        0, description="local: sampling seed; repeat r of an evaluation uses seed + r"
+    )
+    max_sentences: int = Field(3, ge=1, description="extractive: sentences in an answer")
+    sentence_scoring: Literal["static", "model"] = Field(
+        "static",
+        description="extractive: rank sentences by the model's static word-piece embeddings"
+        " (fast) or by encoding each sentence with the full model (slower)",
+    )
+    base_url: str = Field("http://127.0.0.1:11434/v1", description="openai: API base URL")
+    model: str = Field("llama3.1", description="openai: model name")
+    api_key: SecretStr | None = Field(None, description="openai: key (env, never logged)")
+    api_key_secret_block: str | None = Field(
+        None, description="openai: name of a Prefect Secret block holding the key"
+    )
+    timeout_seconds: float = Field(60.0, gt=0)
+    max_retries: int = Field(4, ge=0, description="retries on 429, 5xx and timeouts")
+    temperature: float = Field(0.0, ge=0, description="0 is greedy: reproducible answers")
+    max_tokens: int = Field(256, ge=1, description="new tokens per answer at most")
+
+
+class JudgeSettings(BaseModel):
+    """The LLM-as-judge of evaluations: its own model, apart from the generator's.
+
+    ``local`` runs a catalogue model (or ``model_path``) in-process, so a small generator can be
+    graded by a stronger model; ``openai`` uses the endpoint of ``generation.base_url`` with the
+    model named here; ``none`` turns judge metrics off.
+    """
+
+    backend: Literal["none", "local", "openai"] = "local"
+    model: str = Field(
+        "smollm2-135m", description="local: catalogue model; openai: the endpoint's model name"
+    )
+    model_path: Path | None = Field(None, description="local: any GGUF file instead")
+    max_tokens: int = Field(48, ge=8, description="the verdict is a short JSON object")
+    context_chars: int = Field(
+        1500, ge=200, description="retrieved context shown to the judge, at most"
+    )
+
+
+class Price(BaseModel):
+    """What one model costs: USD per million tokens (APIs) or per CPU-hour (local models)."""
+
+    prompt: float = Field(0.0, ge=0)
+    completion: float = Field(0.0, ge=0)
+    cpu_hour: float | None = Field(
+        None, ge=0, description="USD per CPU-hour; default: evaluation.cpu_hour_usd"
+    )
+
+
+class EvaluationSettings(BaseModel):
+    """Golden-set evaluation: variance, judges, guardrails and cost."""
+
+    repeats: int = Field(1, ge=1, description="answer every question N times (sampling backends)")
+    bootstrap_samples: int = Field(1000, ge=100)
+    confidence: float = Field(0.95, gt=0, lt=1)
+    seed: int = Field(0, description="seed of the bootstrap: results are reproducible")
+    toxicity_threshold: float = Field(0.5, ge=0, le=1)
+    mlflow_genai: bool = Field(
+        True, description="also record rows with mlflow.genai.evaluate (evaluation views, traces)"
+    )
+    judge: JudgeSettings = JudgeSettings()
+    prices: dict[str, Price] = Field(
+        default_factory=lambda: {"extractive": Price()},
+        description="per model name; API models unknown here cost 0 and are flagged",
+    )
+    # AWS EC2 c7i.large (2 vCPUs) on demand in us-east-1 costs USD 0.08925 an hour: 0.0446 per
+    # vCPU-hour, what a local model's measured CPU time is priced at unless prices says otherwise.
+    cpu_hour_usd: float = Field(
+        0.0446, ge=0, description="USD per CPU-hour of local models (AWS c7i.large on demand)"
+    )
+
+
+class GateRule(BaseModel):
+    """How much a metric may fall below the live version's before a candidate is rejected."""
+
+    tolerance: float = Field(0.02, ge=0)
+
+
+class LifecycleSettings(BaseModel):
+    """Index versions, the quality gate, and the monitor's checks."""
+
+    sources: list[Path] = Field(
+        default_factory=list, description="files/folders the index mirrors (reindex, drift)"
+    )
+    golden_dataset: Path | None = Field(None, description="golden JSONL the gate evaluates")
+    gate: dict[str, GateRule] = Field(
+        default_factory=lambda: {
+            "hit_rate_at_{k}": GateRule(tolerance=0.02),
+            "mrr": GateRule(tolerance=0.03),
+            "answer_similarity": GateRule(tolerance=0.03),
+        },
+        description="metric (``{k}`` filled in) -> allowed drop against the live version",
+    )
+    thresholds: dict[str, float] = Field(
+        default_factory=lambda: {"hit_rate_at_{k}": 0.5},
+        description="absolute minimums every promoted or monitored version must reach",
+    )
+    retention: int = Field(3, ge=2, description="index versions kept (live and previous always)")
+    build_timeout_minutes: float = Field(
+        120, gt=0, description="a build older than this (on another host) counts as abandoned"
+    )
+    monitor_cron: str = Field("0 3 * * *", description="when the deployed monitor runs")
+    baseline_runs: int = Field(
+        5, ge=1, description="the baseline is the median of this many past evaluations"
+    )
+    query_window: int = Field(200, ge=1, description="recent logged queries checked for drift")
+    query_drift_max_share: float = Field(
+        0.3, ge=0, le=1, description="max share of recent queries retrieving nothing close"
+    )

