@@ -26,7 +26,14 @@ from tasks.tracking.plots import plot_metric_history
 __all__ = ["DEMO_COLLECTION", "DemoResult", "Narrator", "hold_back_one", "run_demo"]
 
 DEMO_COLLECTION = "demo"
-SHOWN_METRICS = ("hit_rate_at_5", "mrr", "answer_similarity", "abstained_when_unanswerable")
+SHOWN_METRICS = (
+    "hit_rate_at_5",
+    "mrr",
+    "answer_similarity",
+    "abstained_when_unanswerable",
+    "judge_faithfulness",
+    "judge_correctness",
+)
 PLOTTED_METRICS = ["hit_rate_at_5", "mrr", "answer_similarity"]
 
 
@@ -64,7 +71,8 @@ def hold_back_one(corpus: Path, held_back: Path, dataset: Path) -> Path:
 
 
 def _metrics_line(title: str, metrics: dict[str, Any]) -> str:
-    return f"{title}: " + ", ".join(f"{k} {metrics[k]:.3f}" for k in SHOWN_METRICS)
+    shown = [name for name in SHOWN_METRICS if name in metrics]
+    return f"{title}: " + ", ".join(f"{name} {metrics[name]:.3f}" for name in shown)
 
 
 def run_demo(

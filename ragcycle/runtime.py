@@ -20,6 +20,9 @@ _OFFLINE_DEFAULTS: Mapping[str, str] = {
     "HF_HUB_OFFLINE": "1",
     "TRANSFORMERS_OFFLINE": "1",
     "HF_HUB_DISABLE_TELEMETRY": "1",
+    # transformers draws a "Loading weights" bar on every model load: ragcycle's own bars say
+    # what takes long, a sub-second load is noise on stderr.
+    "HF_HUB_DISABLE_PROGRESS_BARS": "1",
     "DO_NOT_TRACK": "true",
     "MLFLOW_DISABLE_TELEMETRY": "true",
     "PREFECT_SERVER_ANALYTICS_ENABLED": "false",

@@ -29,6 +29,7 @@ def generator_from_settings(settings: Settings, embedder: Any) -> Generator:
             model_file(config.local_model, settings.models_path, config.model_path),
             context_size=config.context_size,
             threads=config.threads,
+            batch_threads=config.batch_threads,
             temperature=config.temperature,
             top_p=config.top_p,
             max_tokens=config.max_tokens,
@@ -71,6 +72,7 @@ def judge_from_settings(settings: Settings) -> OpenAIChatGenerator | None:
             model_file(judge.model, settings.models_path, judge.model_path),
             context_size=settings.generation.context_size,
             threads=settings.generation.threads,
+            batch_threads=settings.generation.batch_threads,
             temperature=0.0,
             max_tokens=judge.max_tokens,
         )

@@ -38,11 +38,12 @@ class LocalServer:
     base_url: str
     key: SecretStr
     threads: int
+    batch_threads: int
 
 
 @functools.lru_cache(maxsize=2)
-def local_server(path: str, context_size: int, threads: int) -> LocalServer:
-    """Load ``path`` once per process for this context size and thread count."""
+def local_server(path: str, context_size: int, threads: int, batch_threads: int) -> LocalServer:
+    """Load ``path`` once per process for this context size and these thread counts."""
     import xllamacpp
 
     params = xllamacpp.CommonParams()
@@ -50,7 +51,7 @@ def local_server(path: str, context_size: int, threads: int) -> LocalServer:
     params.n_ctx = context_size
     params.n_parallel = 1
     params.cpuparams.n_threads = threads
-    params.cpuparams_batch.n_threads = threads
+    params.cpuparams_batch.n_threads = batch_threads
     params.warmup = False
     params.verbosity = 0  # llama.cpp logs every request to stderr otherwise
     key = secrets.token_urlsafe(24)
@@ -60,7 +61,7 @@ def local_server(path: str, context_size: int, threads: int) -> LocalServer:
     except Exception as exc:  # the binding raises plain errors for unreadable models
         raise ModelError(f"llama.cpp cannot load {path}: {exc}") from None
     address = str(server.listening_address).rstrip("/")
-    return LocalServer(server, f"{address}/v1", SecretStr(key), threads)
+    return LocalServer(server, f"{address}/v1", SecretStr(key), threads, batch_threads)
 
 
 class LocalGenerator(OpenAIChatGenerator):
@@ -75,11 +76,12 @@ class LocalGenerator(OpenAIChatGenerator):
         *,
         context_size: int = 4096,
         threads: int = 1,
+        batch_threads: int = 2,
         temperature: float = 0.0,
         top_p: float | None = None,
         max_tokens: int = 256,
     ) -> None:
-        loaded = local_server(str(model.path), context_size, threads)
+        loaded = local_server(str(model.path), context_size, threads, batch_threads)
         super().__init__(
             loaded.base_url,
             model.name,
@@ -93,9 +95,11 @@ class LocalGenerator(OpenAIChatGenerator):
         self.sha256 = model.sha256
         self.path = Path(model.path)
         self.threads = loaded.threads
+        self.batch_threads = loaded.batch_threads
 
     def cpu_seconds(self, usage: dict[str, Any]) -> float:
-        """llama.cpp's own prompt and generation time, on every thread it ran."""
+        """llama.cpp's own prompt and generation time, times the threads of each phase."""
         timings = usage.get("timings") or {}
-        busy_ms = float(timings.get("prompt_ms", 0.0)) + float(timings.get("predicted_ms", 0.0))
-        return busy_ms / 1000 * self.threads
+        prompt_ms = float(timings.get("prompt_ms", 0.0)) * self.batch_threads
+        predicted_ms = float(timings.get("predicted_ms", 0.0)) * self.threads
+        return (prompt_ms + predicted_ms) / 1000

@@ -83,6 +83,8 @@ def test_local_answers_vary_across_repeats_and_a_local_judge_grades_them(
     assert 0.0 <= metrics["judge_lexical_agreement"] <= 1.0
     assert 0.0 <= metrics["judge_flip_share"] <= 1.0
     assert metrics["cpu_seconds_total"] > 0 and metrics["cost_usd_per_question"] > 0
+    # priced at the default 0.0446 USD per CPU-hour (AWS c7i.large on demand, per vCPU)
+    assert metrics["cost_usd_total"] == pytest.approx(metrics["cpu_seconds_total"] * 0.0446 / 3600)
     assert metrics["prompt_tokens_total"] > 9 * 40
 
     settings = make_settings(data)

@@ -209,3 +209,19 @@ def test_judge_reliability_by_hand() -> None:
     assert figures["judge_lexical_agreement"] == pytest.approx(2 / 3)
     assert figures["judge_flip_share"] == 0.5
     assert math.isnan(judge_reliability(rows[:1])["judge_flip_share"])
+
+
+def test_local_models_are_priced_by_cpu_time_and_apis_by_tokens() -> None:
+    from ragcycle.settings import EvaluationSettings, Price
+    from tasks.evaluation.scoring import scoring_config
+
+    evaluation = EvaluationSettings(
+        cpu_hour_usd=0.36, prices={"gpt-x": Price(prompt=2.0, completion=8.0)}
+    )
+    local = scoring_config(evaluation, "local", "smollm2-135m", 5)
+    assert (local.price_cpu_hour, local.price_prompt_per_mtok, local.priced) == (0.36, 0.0, True)
+    api = scoring_config(evaluation, "openai", "gpt-x", 5)
+    assert (api.price_cpu_hour, api.price_prompt_per_mtok, api.priced) == (0.0, 2.0, True)
+    assert scoring_config(evaluation, "openai", "unknown", 5).priced is False
+    own = EvaluationSettings(prices={"smollm2-135m": Price(cpu_hour=1.0)})
+    assert scoring_config(own, "local", "smollm2-135m", 5).price_cpu_hour == 1.0
