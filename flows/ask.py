@@ -74,9 +74,7 @@ class Asker:
         return result
 
 
-def _result(
-    retrieval: Retrieval, answer: Answer, generator: dict[str, str | None]
-) -> AskResult:
+def _result(retrieval: Retrieval, answer: Answer, generator: dict[str, str | None]) -> AskResult:
     retrieve_ms = retrieval.latency_ms["retrieve"]
     return AskResult(
         answer=answer.text,
