@@ -4,7 +4,6 @@ trigger answers on a server, or by running ``reindex`` directly when no server i
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +19,13 @@ from ragcycle.settings import load_settings
 from tasks.audit import QueryLog
 from tasks.indexing.store import open_index
 from tasks.loading import discover_sources, hash_sources
-from tasks.monitoring import baseline_metrics, corpus_drift, query_drift, run_checks_task
+from tasks.monitoring import (
+    baseline_metrics,
+    corpus_drift,
+    query_drift,
+    run_checks_task,
+    unindexed_of,
+)
 from tasks.promotion import gate_names
 from tasks.tracking.runs import mlflow_client, record_decision_task
 from tasks.versions import VersionRegistry
@@ -88,7 +93,7 @@ def monitor(request: MonitorRequest) -> dict[str, Any]:
         files,
         states,
         built_snapshot=live.tags.get("corpus_snapshot") if live else None,
-        unindexed=json.loads(live.tags.get("unindexed", "[]")) if live else [],
+        unindexed=unindexed_of(live.tags.get("unindexed", "")) if live else {},
     )
     queries = QueryLog(settings.data_dir / "query_log.sqlite").recent(life.query_window)
     checks = run_checks_task(

@@ -3,7 +3,6 @@ promote it only if it is at least as good. The live version answers throughout."
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ from ragcycle.runtime import configure_environment
 from ragcycle.settings import load_settings
 from tasks.indexing.store import open_chroma_client
 from tasks.loading import discover_sources, hash_sources
+from tasks.monitoring import unindexed_tag
 from tasks.promotion import gate_names, quality_gate
 from tasks.tracking.runs import mlflow_client, prefect_run_tags, record_decision_task
 from tasks.versions import (
@@ -71,7 +71,8 @@ def reindex(request: ReindexRequest) -> dict[str, Any]:
     )
     registry = VersionRegistry(settings.mlflow_tracking_uri, settings.chroma.collection)
     sources = discover_sources([Path(p) for p in paths], candidate_settings.ingest.extensions)
-    snapshot = corpus_snapshot(hash_sources(sources))
+    hashes = hash_sources(sources)
+    snapshot = corpus_snapshot(hashes)
     target = target_key(snapshot, index_config(candidate_settings))
     experiment = f"{settings.mlflow.experiment_prefix}-lifecycle"
     params: dict[str, Any] = {
@@ -139,13 +140,12 @@ def reindex(request: ReindexRequest) -> dict[str, Any]:
                 overrides=candidate_overrides,
             )
         )
-        unindexed = json.dumps(sorted(item["doc_id"] for item in report["failed"]))
         registry.set_status(
             number,
             "ready",
             chunks=str(report["chunks"]["total"]),
             built_at=f"{time.time():.0f}",
-            unindexed=unindexed[:4900],
+            unindexed=unindexed_tag([item["doc_id"] for item in report["failed"]], hashes),
         )
         if dataset is None:
             if live is not None:

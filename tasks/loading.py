@@ -352,12 +352,17 @@ def load_beir_corpus_task(folder: str) -> list[Document]:
     return load_beir_corpus(Path(folder))
 
 
+# What hash_sources records for a file it cannot read: a file that turns unreadable changes the
+# corpus snapshot and counts as changed, instead of silently dropping out of it.
+UNREADABLE = "unreadable"
+
+
 def hash_sources(sources: Sequence[SourceFile]) -> dict[str, str]:
-    """Content hash of every readable source, by document id (unreadable files are left out)."""
+    """Content hash of every source by document id; :data:`UNREADABLE` for files that fail."""
     hashes: dict[str, str] = {}
     for source in sources:
         try:
             hashes[source.doc_id] = file_content_hash(source.path.read_bytes())
         except OSError:
-            continue
+            hashes[source.doc_id] = UNREADABLE
     return hashes

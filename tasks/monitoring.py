@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import statistics
 from collections.abc import Mapping, Sequence
@@ -21,7 +22,15 @@ from prefect.cache_policies import NO_CACHE
 
 from tasks.indexing.store import DocumentState
 
-__all__ = ["CheckResult", "baseline_metrics", "corpus_drift", "query_drift", "run_checks"]
+__all__ = [
+    "CheckResult",
+    "baseline_metrics",
+    "corpus_drift",
+    "query_drift",
+    "run_checks",
+    "unindexed_of",
+    "unindexed_tag",
+]
 
 
 @dataclass
@@ -42,28 +51,54 @@ def corpus_drift(
     states: Mapping[str, DocumentState],
     *,
     built_snapshot: str | None = None,
-    unindexed: Sequence[str] = (),
+    unindexed: Mapping[str, str] | None = None,
 ) -> dict[str, int]:
     """Documents added, changed and removed between the files and what the index holds.
 
-    With the snapshot recorded when the live version was built, an unchanged corpus reports no
-    drift even though some of its files (``unindexed``: corrupt, image-only) never made it in.
+    ``unindexed`` maps the files the live version could not index (corrupt, image-only) to
+    their hash when it was built ("" where not recorded): they are not "added" while they stay
+    the same, and count as changed when their bytes change, since a fixed file is worth another
+    build. Every count is measured; a snapshot that differs for a reason none of them shows
+    (an unindexed file with no recorded hash) reports no drift rather than a guess.
     """
     from tasks.versions import corpus_snapshot
 
     if built_snapshot is not None and corpus_snapshot(current) == built_snapshot:
         return {"added": 0, "changed": 0, "removed": 0}
-    skipped = set(unindexed)
+    skipped = dict(unindexed or {})
     indexed = {doc_id: set(state.chunks_by_hash) for doc_id, state in states.items()}
     added = sum(1 for doc_id in current if doc_id not in indexed and doc_id not in skipped)
     changed = sum(
         1 for doc_id, digest in current.items() if doc_id in indexed and indexed[doc_id] != {digest}
     )
+    changed += sum(
+        1
+        for doc_id, built in skipped.items()
+        if built and doc_id in current and doc_id not in indexed and current[doc_id] != built
+    )
     removed = sum(1 for doc_id in indexed if doc_id not in current)
-    drift = {"added": added, "changed": changed, "removed": removed}
-    if built_snapshot is not None and not any(drift.values()):
-        drift["changed"] = 1  # a file that never indexed changed: worth another try
-    return drift
+    return {"added": added, "changed": changed, "removed": removed}
+
+
+def unindexed_of(tag: str) -> dict[str, str]:
+    """The ``unindexed`` tag of an index version: a JSON map of file -> hash, or the plain list
+    of file names older versions recorded (hashes unknown)."""
+    parsed = json.loads(tag or "{}")
+    if isinstance(parsed, list):
+        return {str(doc_id): "" for doc_id in parsed}
+    return {str(doc_id): str(digest) for doc_id, digest in parsed.items()}
+
+
+def unindexed_tag(failed: Sequence[str], hashes: Mapping[str, str], limit: int = 4900) -> str:
+    """The files a build could not index with their hashes, as JSON within MLflow's tag limit;
+    files past the limit are left out (their changes then go unnoticed, never misread)."""
+    kept: dict[str, str] = {}
+    for doc_id in sorted(failed):
+        candidate = {**kept, doc_id: hashes.get(doc_id, "")}
+        if len(json.dumps(candidate)) > limit:
+            break
+        kept = candidate
+    return json.dumps(kept)
 
 
 def query_drift(records: Sequence[Mapping[str, Any]], min_score: float) -> dict[str, float]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import socket
 import time
@@ -20,12 +21,15 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlparse
 
-from ragcycle.errors import ConfigError, IndexStoreError
+from ragcycle.errors import ConfigError
 
 __all__ = ["IndexVersion", "VersionRegistry", "corpus_snapshot", "target_key"]
 
+logger = logging.getLogger(__name__)
+
 CHAMPION = "champion"
 PREVIOUS = "previous"
+HOLDS_COLLECTION = frozenset({"ready", "retired"})
 
 
 @dataclass(frozen=True)
@@ -210,20 +214,32 @@ class VersionRegistry:
         return True
 
     def expired(self, keep: int) -> list[IndexVersion]:
-        """Versions beyond the retention count, never the live or previous one."""
+        """Versions beyond the retention count whose collections still exist, oldest first;
+        never the live or the previous one.
+
+        Only ``ready`` and ``retired`` versions hold a collection: a rejected candidate's was
+        dropped when it was rejected, a deleted one's when it expired, and a building or failed
+        one is not a finished version.
+        """
         protected = {CHAMPION, PREVIOUS}
         finished = [
-            v for v in self.versions() if not protected & set(v.aliases) and v.status != "building"
+            v
+            for v in self.versions()
+            if v.status in HOLDS_COLLECTION and not protected & set(v.aliases)
         ]
         return finished[: max(0, len(finished) - keep)]
 
     def delete(self, versions: Iterable[IndexVersion], drop_collection: Any) -> list[int]:
-        """Drop the collections of ``versions`` and mark them deleted."""
+        """Drop the collections of ``versions`` and mark them deleted; a store that refuses
+        keeps the version as it was (the next promotion tries again)."""
         deleted = []
         for version in versions:
             try:
                 drop_collection(version.collection)
-            except IndexStoreError:
+            except Exception as exc:  # chromadb raises its own errors, not IndexStoreError
+                logger.warning(
+                    "cannot drop %s of version %d: %s", version.collection, version.version, exc
+                )
                 continue
             self.set_status(version.version, "deleted")
             deleted.append(version.version)

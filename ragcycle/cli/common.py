@@ -23,7 +23,6 @@ __all__ = [
     "err_console",
     "fail",
     "index_app",
-    "json_number",
     "models_app",
     "registry_for",
     "script_path",
@@ -78,10 +77,6 @@ def settings_for(config: Path | None, **overrides: Any) -> Settings:
 def fail(exc: Exception) -> typer.Exit:
     err_console.print(f"[red]error:[/red] {exc}")
     return typer.Exit(1)
-
-
-def json_number(value: Any) -> Any:
-    return None if isinstance(value, float) else str(value)
 
 
 def registry_for(settings: Settings) -> Any:

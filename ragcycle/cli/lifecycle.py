@@ -3,13 +3,13 @@ and the demo walkthrough."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.table import Table
 
+from ragcycle import jsonout
 from ragcycle.cli.common import (
     ConfigOption,
     JsonOption,
@@ -17,7 +17,6 @@ from ragcycle.cli.common import (
     console,
     fail,
     index_app,
-    json_number,
     registry_for,
     script_path,
     settings_for,
@@ -79,7 +78,7 @@ def reindex(
         except RagcycleError as exc:
             raise fail(exc) from None
     if as_json:
-        typer.echo(json.dumps(result, default=json_number))
+        typer.echo(jsonout.dumps(result))
         return
     console.print(f"[bold]{result.get('decision', result.get('state'))}[/bold]")
     for reason_line in result.get("reasons", []):
@@ -114,7 +113,7 @@ def monitor(
     except RagcycleError as exc:
         raise fail(exc) from None
     if as_json:
-        typer.echo(json.dumps(result, default=json_number))
+        typer.echo(jsonout.dumps(result))
         return
     console.print(f"[bold]{result['decision']}[/bold] (live version {result['live_version']})")
     for reason_line in result["reasons"]:
@@ -149,9 +148,9 @@ def status(config: ConfigOption = None, as_json: JsonOption = False) -> None:
         **latest_runs(settings.mlflow_tracking_uri, settings.mlflow.experiment_prefix),
     }
     if as_json:
-        typer.echo(json.dumps(report, default=json_number))
+        typer.echo(jsonout.dumps(report))
         return
-    console.print_json(json.dumps(report, default=json_number))
+    console.print_json(jsonout.dumps(report))
 
 
 @index_app.command("list")
@@ -159,7 +158,7 @@ def index_list(config: ConfigOption = None, as_json: JsonOption = False) -> None
     """Every version of the index, with its status and aliases (champion = live)."""
     versions = [v.as_dict() for v in registry_for(settings_for(config)).versions()]
     if as_json:
-        typer.echo(json.dumps(versions))
+        typer.echo(jsonout.dumps(versions))
         return
     table = Table("version", "collection", "status", "aliases", "reason", title="index versions")
     for v in versions:
@@ -184,7 +183,7 @@ def index_promote(
         promoted = registry_for(settings_for(config)).promote(version)
     except RagcycleError as exc:
         raise fail(exc) from None
-    typer.echo(json.dumps(promoted.as_dict()) if as_json else f"version {version} is live")
+    typer.echo(jsonout.dumps(promoted.as_dict()) if as_json else f"version {version} is live")
 
 
 @index_app.command("rollback")
@@ -194,7 +193,9 @@ def index_rollback(config: ConfigOption = None, as_json: JsonOption = False) -> 
         restored = registry_for(settings_for(config)).rollback()
     except RagcycleError as exc:
         raise fail(exc) from None
-    typer.echo(json.dumps(restored.as_dict()) if as_json else f"version {restored.version} is live")
+    typer.echo(
+        jsonout.dumps(restored.as_dict()) if as_json else f"version {restored.version} is live"
+    )
 
 
 # The repository's sample corpus (samples/ beside the packages in a checkout).

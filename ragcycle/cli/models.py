@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from typing import Annotated
 
 import typer
 from rich.table import Table
 
+from ragcycle import jsonout
 from ragcycle.cli.common import (
     ConfigOption,
     JsonOption,
@@ -42,7 +42,7 @@ def models_list(config: ConfigOption = None, as_json: JsonOption = False) -> Non
         for entry in CATALOGUE.values()
     ]
     if as_json:
-        typer.echo(json.dumps({"models_dir": str(settings.models_path), "models": rows}))
+        typer.echo(jsonout.dumps({"models_dir": str(settings.models_path), "models": rows}))
         return
     table = Table("model", "pulled", "size", "licence", "about", title=str(settings.models_path))
     for entry in CATALOGUE.values():
@@ -77,4 +77,6 @@ def models_pull(
     except RagcycleError as exc:
         raise fail(exc) from None
     result = {"name": pulled.name, "path": str(pulled.path), "sha256": pulled.sha256}
-    typer.echo(json.dumps(result) if as_json else f"{pulled.name}: {pulled.path} (sha256 verified)")
+    typer.echo(
+        jsonout.dumps(result) if as_json else f"{pulled.name}: {pulled.path} (sha256 verified)"
+    )

@@ -9,6 +9,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
+from ragcycle import jsonout
 from ragcycle.cli.common import (
     ConfigOption,
     JsonOption,
@@ -18,7 +19,6 @@ from ragcycle.cli.common import (
     console,
     err_console,
     fail,
-    json_number,
     settings_for,
 )
 from ragcycle.errors import RagcycleError
@@ -36,7 +36,7 @@ def config_show(config: ConfigOption = None, as_json: JsonOption = False) -> Non
         "chunking_hash": settings.chunking.config_hash(),
     }
     if as_json:
-        typer.echo(json.dumps(data, indent=2, default=str))
+        typer.echo(jsonout.dumps(data, indent=2))
         return
     table = Table("setting", "value", title="ragcycle settings")
     for key, value in _flatten(data):
@@ -100,7 +100,7 @@ def ingest(
     except RagcycleError as exc:
         raise fail(exc) from None
     if as_json:
-        typer.echo(json.dumps(report))
+        typer.echo(jsonout.dumps(report))
         return
     _print_ingest_report(report)
 
@@ -151,7 +151,7 @@ def ask(
         raise fail(exc) from None
     if as_json:
         typer.echo(
-            json.dumps(
+            jsonout.dumps(
                 {
                     key: result[key]
                     for key in ("answer", "sources", "latency_ms", "tokens", "generator")
@@ -206,7 +206,7 @@ def eval_(
         raise fail(exc) from None
     if as_json:
         keys = ("run_id", "experiment", "metrics", "questions", "failed_rows")
-        typer.echo(json.dumps({key: result[key] for key in keys}, default=json_number))
+        typer.echo(jsonout.dumps({key: result[key] for key in keys}))
         return
     table = Table(
         "metric", "value", "95% CI", title=f"{result['experiment']} (run {result['run_id']})"
@@ -261,7 +261,7 @@ def benchmark_beir(
     except RagcycleError as exc:
         raise fail(exc) from None
     if as_json:
-        typer.echo(json.dumps(result, default=json_number))
+        typer.echo(jsonout.dumps(result))
         return
     table = Table("metric", "value", title=f"{folder.name}/{split}: {result['queries']} queries")
     for name, value in result["metrics"].items():

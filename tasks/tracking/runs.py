@@ -8,9 +8,11 @@ is a run of its own, so the history of the index reads as a list of decisions.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import subprocess
+import sys
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +21,7 @@ from typing import Any
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
+from ragcycle import jsonout
 from tasks.tracking.reports import publish_decision
 
 __all__ = [
@@ -137,7 +140,7 @@ def log_evaluation(
                 name=record.dataset_name,
             )
         mlflow.log_input(dataset, context="evaluation")
-        mlflow.log_dict(record.report, "eval_report.json")
+        mlflow.log_dict(jsonout.strict(record.report), "eval_report.json")
         if genai_scorers:
             _genai_evaluate(record, genai_scorers)
         return str(run.info.run_id)
@@ -199,7 +202,9 @@ def _genai_evaluate(record: EvaluationRecord, names: list[str]) -> None:
         for row in record.rows
     ]
     scorers = [code_metric(n) for n in names] + [judge_metric(n) for n in record.judge_metrics]
-    mlflow.genai.evaluate(data=data, scorers=scorers)
+    # MLflow prints an "Evaluation completed" banner to stdout, where `--json` output goes.
+    with contextlib.redirect_stdout(sys.stderr):
+        mlflow.genai.evaluate(data=data, scorers=scorers)
 
 
 @task(name="log-evaluation", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[2, 10])
@@ -240,7 +245,10 @@ def log_lifecycle_decision(
                 value = row.get(column)
                 if isinstance(value, float) and math.isfinite(value):
                     mlflow.log_metric(f"{column}.{row['metric']}", value)
-        mlflow.log_dict({"decision": decision, "reasons": reasons, "table": table}, "decision.json")
+        mlflow.log_dict(
+            jsonout.strict({"decision": decision, "reasons": reasons, "table": table}),
+            "decision.json",
+        )
         return str(run.info.run_id)
 
 

@@ -119,15 +119,16 @@ def test_repeats_give_intervals_over_questions(indexed: Path) -> None:
 def test_cli_ask_and_eval_json(indexed: Path, tmp_path: Path) -> None:
     config = tmp_path / "ragcycle.toml"
     config.write_text(
-        f'data_dir = "{indexed}"\nprogress = false\n[evaluation]\nmlflow_genai = false\n'
+        f'data_dir = "{indexed}"\nprogress = false\n[evaluation]\nmlflow_genai = true\n'
     )
     runner = CliRunner()
     asked = runner.invoke(
         app, ["ask", "When was the DMCA signed into law?", "--json", "-c", str(config)]
     )
     assert asked.exit_code == 0, asked.output
-    answer = json.loads(asked.stdout.strip().splitlines()[-1])
-    assert set(answer) == {"answer", "sources", "latency_ms", "tokens"}
+    answer = json.loads(asked.stdout, parse_constant=lambda name: pytest.fail(name))
+    assert set(answer) == {"answer", "sources", "latency_ms", "tokens", "generator"}
+    assert answer["generator"] == {"backend": "extractive", "model": "extractive", "sha256": None}
     assert (
         answer["sources"][0]["source"] == "pdfs/dmca_summary.pdf"
         and answer["sources"][0]["page"] >= 1
@@ -143,7 +144,8 @@ def test_cli_ask_and_eval_json(indexed: Path, tmp_path: Path) -> None:
 
     evaluated = runner.invoke(app, ["eval", str(GOLDEN), "--k", "3", "--json", "-c", str(config)])
     assert evaluated.exit_code == 0, evaluated.output
-    report = json.loads(evaluated.stdout.strip().splitlines()[-1])
+    # the whole of stdout is one strict JSON object (no MLflow banner, no NaN)
+    report = json.loads(evaluated.stdout, parse_constant=lambda name: pytest.fail(name))
     assert set(report) == {"run_id", "experiment", "metrics", "questions", "failed_rows"}
     assert "hit_rate_at_3" in report["metrics"] and report["questions"] == 17
 

@@ -1,8 +1,10 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
-from tasks.versions import collection_of, collection_source
+from tasks.versions import VersionRegistry, collection_of, collection_source
 
 
 @pytest.mark.parametrize("collection", ["ragcycle__v1", "docs.v2-x__v12"])
@@ -21,3 +23,30 @@ def test_source_names_the_collection_and_passes_the_tracking_servers_check(
 
 def test_sources_of_older_registries_still_resolve() -> None:
     assert collection_of("chroma://ragcycle__v3") == "ragcycle__v3"
+
+
+def test_retention_skips_versions_whose_collections_are_gone(tmp_path: Path) -> None:
+    """Regression: ``expired()`` counted rejected and deleted versions; once one fell out of the
+    retention window, every promotion tried to drop its missing collection and raised after the
+    alias had moved: the version was live, the flow failed, no decision was recorded."""
+    registry = VersionRegistry(f"sqlite:///{tmp_path / 'mlflow.db'}", "docs")
+    for number, status in enumerate(["rejected", "deleted", "retired", "retired", "ready"], 1):
+        registry.register(f"docs__v{number}", {"target": f"t{number}"})
+        registry.set_status(number, status)
+    registry.register("docs__v6", {"target": "t6"})
+    registry.set_status(6, "ready")
+    registry.promote(5)
+    registry.promote(6)  # v6 live, v5 previous
+    assert [v.version for v in registry.expired(keep=1)] == [3]
+
+    existing = {"docs__v3", "docs__v4", "docs__v5", "docs__v6"}
+
+    def drop(collection: str) -> None:
+        if collection not in existing:
+            raise ValueError(f"Collection {collection} does not exist")
+        existing.discard(collection)
+
+    # A store that refuses (here: a collection already gone) never makes deleting raise.
+    assert registry.delete([registry.get(1), registry.get(3)], drop) == [3]
+    assert registry.get(1).status == "rejected" and registry.get(3).status == "deleted"
+    assert registry.live().version == 6  # type: ignore[union-attr]
