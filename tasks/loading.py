@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -19,13 +18,11 @@ from pathlib import Path
 
 import charset_normalizer
 from bs4 import BeautifulSoup
-from prefect import task
-from prefect.cache_policies import NO_CACHE
 from pydantic import SecretStr
 from pypdf import PdfReader
 from pypdf.errors import FileNotDecryptedError, PdfReadError, PyPdfError
 
-from ragcycle.errors import DatasetError, DocumentError
+from ragcycle.errors import DocumentError
 
 __all__ = [
     "Document",
@@ -36,7 +33,6 @@ __all__ = [
     "discover_sources",
     "file_content_hash",
     "html_to_text",
-    "load_beir_corpus",
     "load_document",
     "load_documents",
 ]
@@ -313,43 +309,6 @@ def load_documents(
         except DocumentError as exc:
             failures.append(LoadFailure(str(source.path), source.doc_id, exc.reason, exc.status))
     return documents, failures
-
-
-def load_beir_corpus(folder: Path) -> list[Document]:
-    """BEIR ``corpus.jsonl`` as documents, one per row: ``title + " " + text`` as MTEB embeds it."""
-    path = folder / "corpus.jsonl"
-    documents: list[Document] = []
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except OSError as exc:
-        raise DatasetError(f"cannot read BEIR corpus {path}: {exc.strerror or exc}") from None
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-            doc_id = str(row["_id"])
-        except (json.JSONDecodeError, KeyError, TypeError):
-            raise DatasetError(f"{path}:{number}: not a BEIR corpus row") from None
-        text = f"{row.get('title') or ''} {row.get('text') or ''}".strip()
-        documents.append(
-            Document(
-                doc_id=doc_id,
-                source=f"{path}#{doc_id}",
-                root=str(folder),
-                content_hash=hashlib.sha256(text.encode()).hexdigest(),
-                format="beir",
-                pages=(Page(1, text),),
-                title=str(row.get("title") or ""),
-            )
-        )
-    return documents
-
-
-@task(name="load-beir-corpus", cache_policy=NO_CACHE)
-def load_beir_corpus_task(folder: str) -> list[Document]:
-    """Prefect edge of :func:`load_beir_corpus`."""
-    return load_beir_corpus(Path(folder))
 
 
 # What hash_sources records for a file it cannot read: a file that turns unreadable changes the
