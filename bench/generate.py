@@ -150,6 +150,7 @@ def worker(backend: str, data: Path, args: argparse.Namespace) -> dict[str, Any]
     )
     configure_environment(settings, override=True)
     from tasks.embedding import embedder_from_settings
+    from tasks.evaluation.stats import percentile
     from tasks.generation.backends import generator_from_settings
     from tasks.generation.prompts import load_prompt
     from tasks.indexing.store import open_index
@@ -182,7 +183,7 @@ def worker(backend: str, data: Path, args: argparse.Namespace) -> dict[str, Any]
         "threads": args.thread_count if backend != "extractive" else None,  # gen:prompt
         "load_seconds": round(load_seconds, 2),
         "answer_p50_s": round(statistics.median(latencies), 3),
-        "answer_p95_s": round(_percentile(latencies, 95), 3),
+        "answer_p95_s": round(percentile(latencies, 95), 3),
         "prompt_tokens_per_s": round(prompt_n / prompt_ms * 1000, 1) if prompt_ms else None,
         "generation_tokens_per_s": round(predicted_n / predicted_ms * 1000, 1)
         if predicted_ms
@@ -190,13 +191,6 @@ def worker(backend: str, data: Path, args: argparse.Namespace) -> dict[str, Any]
         "mean_completion_tokens": round(statistics.fmean(completion_tokens), 1),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
     }
-
-
-def _percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    position = (len(ordered) - 1) * q / 100
-    low, high = int(position), min(int(position) + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
 
 
 def format_result(result: dict[str, Any]) -> str:
