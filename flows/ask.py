@@ -20,7 +20,7 @@ from tasks.generation.prompts import PromptTemplate, load_prompt
 from tasks.indexing.store import VectorIndex, open_index
 from tasks.retrieval import Retrieval, retrieve
 from tasks.tracking.runs import mlflow_client
-from tasks.versions import resolve_collection
+from tasks.versions import resolve_serving
 
 __all__ = ["AskRequest", "Asker", "ask", "ask_task"]
 
@@ -44,13 +44,20 @@ class AskResult:
 class Asker:
     """Holds the warm parts (model, index, prompt, backend) so each question costs milliseconds."""
 
-    def __init__(self, settings: Settings, collection: str | None = None) -> None:
-        self.settings = settings
+    def __init__(
+        self,
+        settings: Settings,
+        collection: str | None = None,
+        overrides: dict[str, Any] | None = None,
+    ) -> None:
         mlflow_client(settings.mlflow_tracking_uri)
+        # The live version answers with the config it was gated with, not today's settings.
+        serving = resolve_serving(settings, collection, overrides=overrides)
+        settings = serving.settings
+        self.settings = settings
+        self.version = serving.version.version if serving.version else None
         self.embedder = embedder_from_settings(settings)
-        self.index: VectorIndex = open_index(
-            settings, resolve_collection(settings, collection), create=False
-        )
+        self.index: VectorIndex = open_index(settings, serving.collection, create=False)
         self.generator: Generator = generator_from_settings(settings, self.embedder)
         self.prompt: PromptTemplate = load_prompt(
             settings.generation.prompt_name, settings.generation.prompt_version
@@ -135,7 +142,7 @@ def ask(request: AskRequest) -> dict[str, Any]:
     settings = load_settings(request.config_file, **request.overrides)
     configure_environment(settings)
     return (
-        Asker(settings, request.collection)
+        Asker(settings, request.collection, request.overrides)
         .ask(request.question, request.k, request.where)
         .as_dict()
     )

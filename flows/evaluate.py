@@ -15,6 +15,7 @@ from ragcycle.settings import load_settings
 from tasks.embedding import embedder_from_settings
 from tasks.evaluation.golden import load_golden_task
 from tasks.evaluation.judges import JUDGE_CRITERIA, judge_params, judge_rows_task, judge_source
+from tasks.evaluation.paired import flaky_questions, per_question
 from tasks.evaluation.scoring import (
     QUALITY_METRICS,
     score_rows_task,
@@ -28,7 +29,7 @@ from tasks.indexing.store import open_index
 from tasks.retrieval import retrieve_many_task
 from tasks.tracking.reports import publish_evaluation
 from tasks.tracking.runs import EvaluationRecord, log_evaluation_task, mlflow_client
-from tasks.versions import resolve_collection
+from tasks.versions import config_summary, resolve_serving, serving_config
 
 __all__ = ["EvaluateRequest", "evaluate"]
 
@@ -43,10 +44,18 @@ class EvaluateRequest(BaseModel):
     )
     k: int | None = Field(None, ge=1, description="chunks per question (default: retrieval.k)")
     repeats: int | None = Field(None, ge=1, description="answers per question (default: settings)")
-    collection: str | None = Field(None, description="collection to evaluate (default: settings)")
+    collection: str | None = Field(
+        None, description="index or collection to evaluate (default: the live version)"
+    )
+    version: int | None = Field(None, ge=1, description="an exact index version of the index")
+    parent_run_id: str | None = Field(None, description="MLflow run to nest this run under")
+    role: str | None = Field(None, description="champion, candidate or monitor (run name)")
     config_file: str | None = None
     overrides: dict[str, Any] = Field(default_factory=dict)
     tags: dict[str, str] = Field(default_factory=dict, description="extra MLflow run tags")
+    experiment: str | None = Field(
+        None, description="MLflow experiment (default: <prefix>-eval-<dataset name>)"
+    )
 
 
 @flow(name="evaluate")
@@ -56,6 +65,10 @@ def evaluate(request: EvaluateRequest) -> dict[str, Any]:
     settings = load_settings(request.config_file, **request.overrides)
     configure_environment(settings)
     mlflow_client(settings.mlflow_tracking_uri)
+    serving = resolve_serving(
+        settings, request.collection, version=request.version, overrides=request.overrides
+    )
+    settings = serving.settings
     k = request.k or settings.retrieval.k
     repeats = request.repeats or settings.evaluation.repeats
     dataset = request.dataset or settings.lifecycle.golden_dataset
@@ -65,7 +78,7 @@ def evaluate(request: EvaluateRequest) -> dict[str, Any]:
     golden = load_golden_task(dataset_path)
     for error in golden.errors:
         logger.warning("dataset line %d skipped: %s", error["line"], error["error"])
-    index = open_index(settings, resolve_collection(settings, request.collection), create=False)
+    index = open_index(settings, serving.collection, create=False)
     embedder = embedder_from_settings(settings)
     generator = generator_from_settings(settings, embedder)
     prompt = load_prompt_task(settings.generation.prompt_name, settings.generation.prompt_version)
@@ -96,13 +109,15 @@ def evaluate(request: EvaluateRequest) -> dict[str, Any]:
     summary = summarize_task(
         rows, k, evaluation.bootstrap_samples, evaluation.confidence, evaluation.seed
     )
-    experiment = f"{settings.mlflow.experiment_prefix}-eval-{golden.name}"
+    experiment = request.experiment or f"{settings.mlflow.experiment_prefix}-eval-{golden.name}"
+    version = serving.version.version if serving.version else None
     params = {
         "dataset": dataset_path,
         "dataset_digest": golden.digest,
         "questions": len(golden.items),
         "collection": index.name,
-        "index_version": index.name,
+        "index_version": serving.version.version if serving.version else "",
+        "config": config_summary(serving_config(settings)),
         "embedding_model": settings.embedding.model_name,
         "chunking": settings.chunking.model_dump_json(),
         "chunking_hash": settings.chunking.config_hash(),
@@ -130,7 +145,10 @@ def evaluate(request: EvaluateRequest) -> dict[str, Any]:
     scorers = names if evaluation.mlflow_genai else None
     record = EvaluationRecord(
         experiment=experiment,
-        run_name=f"eval-{index.name}-k{k}",
+        run_name=" · ".join(
+            ["eval", f"v{version}" if version else index.name, request.role or "adhoc"]
+        ),
+        parent_run_id=request.parent_run_id,
         params=params,
         metrics=summary.metrics,
         ci=summary.ci,
@@ -146,7 +164,14 @@ def evaluate(request: EvaluateRequest) -> dict[str, Any]:
         dataset_source=dataset_path,
         dataset_name=golden.name,
         report=report,
-        tags={"ragcycle.kind": "evaluation", "ragcycle.collection": index.name, **request.tags},
+        tags={
+            "ragcycle.kind": "evaluation",
+            "ragcycle.collection": index.name,
+            "ragcycle.dataset_digest": golden.digest,
+            **({"ragcycle.index_version": str(version)} if version else {}),
+            **({"ragcycle.role": request.role} if request.role else {}),
+            **request.tags,
+        },
         judge_metrics=judged,
         judge_source=judge_source(judge),
     )
@@ -165,6 +190,7 @@ def evaluate(request: EvaluateRequest) -> dict[str, Any]:
         summary.questions,
         {name: round(value, 3) for name, value in summary.metrics.items() if not math.isnan(value)},
     )
+    gated = [name.format(k=k) for name in settings.lifecycle.gate]
     return {
         "run_id": run_id,
         "experiment": experiment,
@@ -172,4 +198,9 @@ def evaluate(request: EvaluateRequest) -> dict[str, Any]:
         "ci": report["ci"],
         "questions": summary.questions,
         "failed_rows": golden.errors,
+        "version": version,
+        "dataset_digest": golden.digest,
+        # For the paired gate: per question (repeats averaged) and questions whose verdict flips.
+        "per_question": per_question(rows, [*names, *judged, *gated]),
+        "flaky": flaky_questions(rows, gated),
     }

@@ -37,7 +37,8 @@ from tasks.indexing.writes import remove_documents_task, write_documents
 from tasks.loading import discover_sources, load_documents
 from tasks.tracking.reports import IngestReport, StageTimer, publish_ingest_report
 from tasks.tracking.runs import mlflow_client
-from tasks.versions import resolve_collection
+from tasks.versions import VersionRegistry, resolve_serving
+from tasks.versions.records import begin_first_version, built_tags, corpus_state
 
 __all__ = ["IngestRequest", "ingest", "ingest_partition", "ingest_partition_task"]
 
@@ -136,6 +137,27 @@ def ingest_partition_task(
             cache.close()
 
 
+def collection_exists(settings: Settings, name: str) -> bool:
+    """Whether Chroma already holds ``name`` (an index from before versions were recorded)."""
+    from tasks.indexing.store import open_chroma_client
+
+    return name in {c.name for c in open_chroma_client(settings).list_collections()}
+
+
+def _finish_first_version(
+    registry: VersionRegistry,
+    number: int,
+    report: IngestReport,
+    paths: Sequence[Path],
+    settings: Settings,
+) -> None:
+    corpus = corpus_state(paths, settings.ingest.extensions)
+    failed = [item["doc_id"] for item in report.failed]
+    tags = built_tags(corpus, report.chunks["total"], failed, settings)
+    registry.set_status(number, "ready", **tags)
+    registry.promote(number)
+
+
 @flow(name="ingest", log_prints=False)
 def ingest(request: IngestRequest) -> dict[str, Any]:
     """Bring the collection in line with the files: add new, redo changed, drop deleted ones."""
@@ -144,13 +166,29 @@ def ingest(request: IngestRequest) -> dict[str, Any]:
     configure_environment(settings)
     mlflow_client(settings.mlflow_tracking_uri)
     timer = StageTimer()
-    index = open_index(settings, resolve_collection(settings, request.collection))
+    serving = resolve_serving(settings, request.collection, overrides=request.overrides)
+    settings = serving.settings  # a live version is updated with the config it was built with
+    paths = [Path(p) for p in request.paths] or [Path(p) for p in settings.lifecycle.sources]
+    if not paths and serving.version is not None:
+        paths = [Path(p) for p in serving.version.sources]
+    if not paths:
+        raise ConfigError("nothing to ingest: pass paths or set lifecycle.sources")
+    first = serving.version is None and not collection_exists(settings, serving.collection)
+    registry = VersionRegistry(settings.mlflow_tracking_uri, serving.collection)
+    if first:
+        # The first ingest of an index is its version 1, live once written: one path into the
+        # index, so reindex, rollback and the monitor have a version to work from.
+        created = begin_first_version(
+            registry, settings, corpus_state(paths, settings.ingest.extensions)
+        )
+        logger.info("First ingest of %s: building version %d", serving.collection, created.version)
+        target = created.collection
+    else:
+        target = serving.collection
+    index = open_index(settings, target)
     report = IngestReport(collection=index.name)
     chunking_hash = settings.chunking.config_hash()
     prune = settings.ingest.prune if request.prune is None else request.prune
-    paths = [Path(p) for p in request.paths] or list(settings.lifecycle.sources)
-    if not paths:
-        raise ConfigError("nothing to ingest: pass paths or set lifecycle.sources")
     prune_roots = [str(p.expanduser().absolute()) for p in paths if prune and p.is_dir()]
 
     with timer.stage("plan"):
@@ -201,6 +239,16 @@ def ingest(request: IngestRequest) -> dict[str, Any]:
     report.record_write(0, removed_chunks, 0)
     report.finish(index.count(), timer)
     publish_ingest_report(report)
+    if first:
+        _finish_first_version(registry, created.version, report, paths, settings)
+    elif serving.version is not None and serving.version.live:
+        mirrored = [*serving.version.sources, *(str(p) for p in paths)]
+        corpus = corpus_state(mirrored, settings.ingest.extensions)
+        failed = [item["doc_id"] for item in report.failed]
+        for key, value in built_tags(corpus, report.chunks["total"], failed, settings).items():
+            registry.client.set_model_version_tag(
+                registry.model_name, str(serving.version.version), key, value
+            )
     logger.info(
         "Ingest into %s done in %.1f s: %s; chunks %s; %d not indexed",
         index.name,

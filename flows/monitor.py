@@ -28,7 +28,7 @@ from tasks.monitoring import (
 )
 from tasks.promotion import gate_names
 from tasks.tracking.runs import mlflow_client, record_decision_task
-from tasks.versions import VersionRegistry
+from tasks.versions import resolve_serving
 
 __all__ = ["QUALITY_DROPPED", "MonitorRequest", "monitor"]
 
@@ -62,33 +62,41 @@ def monitor(request: MonitorRequest) -> dict[str, Any]:
     mlflow_client(settings.mlflow_tracking_uri)
     life = settings.lifecycle
     dataset = request.dataset or (str(life.golden_dataset) if life.golden_dataset else None)
-    paths = request.paths or [str(p) for p in life.sources]
+    serving = resolve_serving(settings, overrides=request.overrides)
+    live = serving.version
+    paths = request.paths or [str(p) for p in life.sources] or (live.sources if live else [])
     if dataset is None or not paths:
-        raise ConfigError("the monitor needs lifecycle.golden_dataset and lifecycle.sources")
-    registry = VersionRegistry(settings.mlflow_tracking_uri, settings.chroma.collection)
-    live = registry.live()
-    collection = live.collection if live else settings.chroma.collection
-    k = settings.retrieval.k
+        raise ConfigError(
+            "the monitor needs lifecycle.golden_dataset, and lifecycle.sources or an ingest"
+        )
+    collection = serving.collection
+    # Gate metrics are named with the live version's k, as its evaluations were.
+    k = serving.settings.retrieval.k
 
     result = evaluate(
         EvaluateRequest(
             dataset=dataset,
-            collection=collection,
+            collection=settings.chroma.collection,
+            version=live.version if live else None,
             config_file=request.config_file,
             overrides=request.overrides,
-            tags={"ragcycle.role": "monitor"},
+            role="monitor",
         )
     )
     tolerances, thresholds = gate_names(life, k)
+    prefix = settings.mlflow.experiment_prefix
     baseline = baseline_metrics(
         settings.mlflow_tracking_uri,
-        result["experiment"],
+        [result["experiment"], f"{prefix}-lifecycle"],
         list(tolerances),
         life.baseline_runs,
-        result["run_id"],
+        exclude_run=result["run_id"],
+        version=live.version if live else None,
+        digest=result["dataset_digest"],
     )
-    files = hash_sources(discover_sources([Path(p) for p in paths], settings.ingest.extensions))
-    states = open_index(settings, collection, create=False).document_states()
+    extensions = serving.settings.ingest.extensions
+    files = hash_sources(discover_sources([Path(p) for p in paths], extensions))
+    states = open_index(serving.settings, collection, create=False).document_states()
     drift = corpus_drift(
         files,
         states,
@@ -102,7 +110,7 @@ def monitor(request: MonitorRequest) -> dict[str, Any]:
         tolerances,
         baseline,
         drift,
-        query_drift(queries, settings.generation.min_score),
+        query_drift(queries, serving.settings.generation.min_score),
         life.query_drift_max_share,
     )
     params = {

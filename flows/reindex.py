@@ -1,219 +1,292 @@
-"""The ``reindex`` flow: build a candidate index version, gate it against the live one, and
-promote it only if it is at least as good. The live version answers throughout."""
+"""The ``reindex`` flow: build the contenders (the configured settings, a refresh of the live
+config, the ``lifecycle.candidates`` challengers), evaluate them and the live version on the same
+golden questions, and promote the one the paired gate prefers, or none. The live version
+answers throughout; see :mod:`tasks.challengers` and :mod:`tasks.promotion` for the rules."""
 
 from __future__ import annotations
 
 import time
-from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
 from prefect import flow, get_run_logger
+from prefect.futures import PrefectFuture
+from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 from pydantic import BaseModel, Field
 
-from flows.evaluate import EvaluateRequest, evaluate
-from flows.ingest import IngestRequest, ingest
+from flows.challenge import Built, GroupRequest, build_and_evaluate, evaluate_champion
 from ragcycle.errors import ConfigError
 from ragcycle.runtime import configure_environment
-from ragcycle.settings import load_settings
+from ragcycle.settings import Settings, load_settings, merge_nested
+from tasks.challengers import Contender, plan_contenders, share_key
 from tasks.indexing.store import open_chroma_client
-from tasks.loading import discover_sources, hash_sources
-from tasks.monitoring import unindexed_tag
-from tasks.promotion import gate_names, quality_gate
-from tasks.tracking.runs import mlflow_client, prefect_run_tags, record_decision_task
+from tasks.promotion import GateStats, gate_names
+from tasks.reindex_report import gate_contenders, summarize_candidates
+from tasks.tracking.runs import mlflow_client, record_decision_task, start_lifecycle_run
 from tasks.versions import (
     VersionRegistry,
-    corpus_snapshot,
-    index_config,
+    explicit_overrides,
     pending_build,
-    target_key,
+    settings_for_version,
 )
+from tasks.versions.records import CorpusState, corpus_state
 
 __all__ = ["ReindexRequest", "reindex"]
 
 
 class ReindexRequest(BaseModel):
-    """Why and what to rebuild; ``config`` changes the candidate (chunking, embedding model)."""
+    """Why and what to rebuild; ``config`` changes the configured contender."""
 
     reason: str = Field("manual", description="recorded with the decision")
-    paths: list[str] | None = Field(None, description="sources (default: lifecycle.sources)")
+    paths: list[str] | None = Field(
+        None, description="sources (default: lifecycle.sources, else the live version's)"
+    )
     dataset: str | None = Field(None, description="golden set (default: lifecycle.golden_dataset)")
-    config: dict[str, Any] = Field(default_factory=dict, description="candidate settings overrides")
+    config: dict[str, Any] = Field(default_factory=dict, description="configured overrides")
+    candidates: list[str] | None = Field(
+        None, description="names of lifecycle.candidates to try (default: all)"
+    )
+    parallel: bool = Field(True, description="build and evaluate contenders side by side")
     force: bool = Field(False, description="build even if the same target is live or building")
     config_file: str | None = None
     overrides: dict[str, Any] = Field(default_factory=dict)
 
 
-def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
-    merged = dict(base)
-    for key, value in extra.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = _merge(merged[key], value)
-        else:
-            merged[key] = value
-    return merged
-
-
 @flow(name="reindex")
 def reindex(request: ReindexRequest) -> dict[str, Any]:
-    """Build, evaluate, compare, then promote or reject; a no-op when the target is live or
-    already being built, so a burst of triggers leads to one rebuild."""
+    """Build, evaluate, compare, then promote the best contender or none; a no-op when every
+    contender is live or being built, so a burst of triggers leads to one rebuild."""
     logger = get_run_logger()
+    begun = time.perf_counter()
     settings = load_settings(request.config_file, **request.overrides)
     configure_environment(settings)
     mlflow_client(settings.mlflow_tracking_uri)
-    candidate_overrides = _merge(request.overrides, request.config)
-    candidate_settings = load_settings(request.config_file, **candidate_overrides)
+    registry = VersionRegistry(settings.mlflow_tracking_uri, settings.chroma.collection)
+    live = registry.live()
     paths = request.paths or [str(p) for p in settings.lifecycle.sources]
+    paths = paths or (live.sources if live else [])
     if not paths:
-        raise ConfigError("nothing to reindex: pass paths or set lifecycle.sources")
+        raise ConfigError(
+            "nothing to reindex: pass paths, set lifecycle.sources, or `ragcycle ingest` first"
+        )
     dataset = request.dataset or (
         str(settings.lifecycle.golden_dataset) if settings.lifecycle.golden_dataset else None
     )
-    registry = VersionRegistry(settings.mlflow_tracking_uri, settings.chroma.collection)
-    sources = discover_sources([Path(p) for p in paths], candidate_settings.ingest.extensions)
-    hashes = hash_sources(sources)
-    snapshot = corpus_snapshot(hashes)
-    target = target_key(snapshot, index_config(candidate_settings))
+    if dataset is None and live is not None:
+        raise ConfigError("a live version exists: set lifecycle.golden_dataset to gate a new one")
+    configured = load_settings(
+        request.config_file, **merge_nested(request.overrides, request.config)
+    )
+    corpora: dict[tuple[str, ...], CorpusState] = {}
+
+    def corpus_of(contender: Settings) -> CorpusState:
+        key = tuple(contender.ingest.extensions)
+        if key not in corpora:
+            corpora[key] = corpus_state(paths, contender.ingest.extensions)
+        return corpora[key]
+
+    contenders, skipped = plan_contenders(
+        configured,
+        live,
+        settings_for_version(settings, live) if live else None,
+        corpus_of,
+        configured_overrides=request.config,
+        only=request.candidates,
+    )
+    if not request.force:
+        contenders, busy = _not_being_built(registry, contenders, settings)
+        skipped += busy
     experiment = f"{settings.mlflow.experiment_prefix}-lifecycle"
-    params: dict[str, Any] = {
-        "reason": request.reason,
-        "target": target,
-        "corpus_snapshot": snapshot,
-        "index": settings.chroma.collection,
-        **index_config(candidate_settings),
+    index = settings.chroma.collection
+    params: dict[str, Any] = {"reason": request.reason, "index": index, "sources": paths}
+    if not contenders:
+        return _record(
+            logger, settings, experiment, "noop", skipped, params, [], {"skipped": skipped}
+        )
+
+    parent = start_lifecycle_run(
+        settings.mlflow_tracking_uri,
+        settings.mlflow_artifact_location,
+        experiment,
+        f"reindex · {index}",
+    )
+    base = {
+        k: v for k, v in request.overrides.items() if k not in explicit_overrides(request.overrides)
     }
-
-    def record(
-        decision: str, reasons: list[str], table: list[dict[str, Any]], **extra: Any
-    ) -> dict[str, Any]:
-        run_id = record_decision_task(
-            settings.mlflow_tracking_uri,
-            settings.mlflow_artifact_location,
-            experiment,
-            f"Reindex of {settings.chroma.collection}",
-            decision,
-            reasons,
-            {**params, **extra},
-            table,
+    groups = _groups(contenders, live, registry, request, dataset, experiment, parent, base)
+    workers = settings.prefect.max_workers if request.parallel else 1
+    pool: TaskRunner[Any] = ThreadPoolTaskRunner(max_workers=max(1, workers))
+    with pool as runner:
+        champion_future: PrefectFuture[dict[str, Any]] | None = (
+            runner.submit(
+                evaluate_champion,
+                {
+                    "registry": registry,
+                    "version": live.version,
+                    "dataset": dataset,
+                    "experiment": experiment,
+                    "parent_run_id": parent,
+                    "config_file": request.config_file,
+                    "overrides": base,
+                },
+            )
+            if live is not None and dataset is not None
+            else None
         )
-        logger.info(
-            "Reindex decision: %s (%s)", decision, "; ".join(reasons) or "all checks passed"
-        )
-        return {"decision": decision, "reasons": reasons, "table": table, "run_id": run_id, **extra}
+        futures: list[PrefectFuture[list[Built]]] = [
+            runner.submit(build_and_evaluate, {"request": group, "label": label})
+            for label, group in groups
+        ]
+        built: list[Built] = [b for future in futures for b in future.result()]
+        champion = champion_future.result() if champion_future is not None else None
 
-    redundant = (
-        None
-        if request.force
-        else pending_build(registry, target, settings.lifecycle.build_timeout_minutes * 60)
+    tolerances, thresholds = gate_names(settings.lifecycle, settings.retrieval.k)
+    stats = GateStats(
+        samples=settings.evaluation.bootstrap_samples,
+        confidence=settings.lifecycle.gate_confidence,
+        power=settings.lifecycle.gate_power,
+        seed=settings.evaluation.seed,
+        exclude_flaky=settings.lifecycle.exclude_flaky,
     )
-    if redundant is not None:
-        why, version = redundant
-        return record(
-            "noop",
-            [f"target {target} {why} (version {version.version})"],
-            [],
-            version=version.version,
-        )
-
-    live = registry.live()
-    number, collection = registry.next_collection()
-    registry.register(
-        collection,
-        {
-            "target": target,
-            "corpus_snapshot": snapshot,
-            "reason": request.reason[:500],
-            "embedding_model": candidate_settings.embedding.model_name,
-            "chunking": candidate_settings.chunking.model_dump_json(),
-            "chunking_hash": candidate_settings.chunking.config_hash(),
-            "chroma": settings.chroma.url or "embedded",
-            **{k.replace("prefect.", "prefect_"): v for k, v in prefect_run_tags().items()},
-        },
-    )
-    try:
-        report = ingest(
-            IngestRequest(
-                paths=paths,
-                collection=collection,
-                prune=True,
-                config_file=request.config_file,
-                overrides=candidate_overrides,
-            )
-        )
-        registry.set_status(
-            number,
-            "ready",
-            chunks=str(report["chunks"]["total"]),
-            built_at=f"{time.time():.0f}",
-            unindexed=unindexed_tag([item["doc_id"] for item in report["failed"]], hashes),
-        )
-        if dataset is None:
-            if live is not None:
-                raise ConfigError(
-                    "a live version exists: set lifecycle.golden_dataset to gate a new one"
-                )
-            promote, reasons, table = True, ["first version: nothing to compare against"], []
-        else:
-            tags = {"ragcycle.index_version": str(number), "ragcycle.role": "candidate"}
-            candidate = evaluate(
-                EvaluateRequest(
-                    dataset=dataset,
-                    collection=collection,
-                    config_file=request.config_file,
-                    overrides=candidate_overrides,
-                    tags=tags,
-                )
-            )
-            live_metrics = None
-            if live is not None:
-                live_eval = evaluate(
-                    EvaluateRequest(
-                        dataset=dataset,
-                        collection=live.collection,
-                        config_file=request.config_file,
-                        overrides=request.overrides,
-                        tags={
-                            "ragcycle.index_version": str(live.version),
-                            "ragcycle.role": "champion",
-                        },
-                    )
-                )
-                live_metrics = live_eval["metrics"]
-            tolerances, thresholds = gate_names(settings.lifecycle, settings.retrieval.k)
-            gate = quality_gate(
-                candidate["metrics"],
-                live_metrics,
-                tolerances=tolerances,
-                thresholds=thresholds,
-                candidate_ci=candidate["ci"],
-                use_ci=settings.evaluation.repeats > 1,
-            )
-            promote, reasons, table = gate.promote, gate.reasons, gate.table
-    except BaseException as exc:
-        registry.set_status(number, "failed", failure=f"{type(exc).__name__}: {exc}"[:500])
-        raise
-    if promote:
-        registry.promote(number)
-        client = open_chroma_client(settings)
+    outcome = gate_contenders(contenders, built, champion, tolerances, thresholds, stats)
+    chosen = outcome.chosen
+    if chosen is not None:
+        registry.promote(chosen.version)
+    _discard(registry, settings, built, keep=chosen.version if chosen else None)
+    if chosen is not None:
         dropped = registry.delete(
-            registry.expired(settings.lifecycle.retention), client.delete_collection
+            registry.expired(settings.lifecycle.retention),
+            open_chroma_client(settings).delete_collection,
         )
-        return record(
-            "promoted",
-            reasons,
-            table,
-            version=number,
-            collection=collection,
-            previous=live.version if live else None,
-            deleted_versions=dropped,
-        )
-    registry.set_status(number, "rejected", rejected_because="; ".join(reasons)[:500])
-    open_chroma_client(settings).delete_collection(collection)
-    return record(
-        "rejected",
-        reasons,
-        table,
-        version=number,
-        collection=collection,
-        live=live.version if live else None,
+    else:
+        dropped = []
+    seconds = time.perf_counter() - begun
+    extra = {
+        "version": chosen.version if chosen else None,
+        "collection": chosen.collection if chosen else None,
+        "chosen": chosen.name if chosen else None,
+        "previous": live.version if live else None,
+        "live": chosen.version if chosen else (live.version if live else None),
+        "deleted_versions": dropped,
+        "candidates": summarize_candidates(contenders, built, outcome),
+        "champion": outcome.champion_summary,
+        "skipped": skipped,
+        "warnings": outcome.warnings,
+        "seconds": round(seconds, 1),
+        "parallel": request.parallel,
+    }
+    decision = "promoted" if chosen else "rejected"
+    name = f"reindex · v{chosen.version} promoted" if chosen else "reindex · none promoted"
+    return _record(
+        logger,
+        settings,
+        experiment,
+        decision,
+        outcome.reasons,
+        params,
+        outcome.table,
+        extra,
+        run_id=parent,
+        run_name=name,
     )
+
+
+def _not_being_built(
+    registry: VersionRegistry, contenders: Sequence[Contender], settings: Settings
+) -> tuple[list[Contender], list[str]]:
+    timeout = settings.lifecycle.build_timeout_minutes * 60
+    kept, busy = [], []
+    for contender in contenders:
+        pending = pending_build(registry, contender.target, timeout)
+        if pending is None:
+            kept.append(contender)
+        else:
+            why, version = pending
+            busy.append(
+                f"{contender.name}: target {contender.target} {why} (version {version.version})"
+            )
+    return kept, busy
+
+
+def _groups(
+    contenders: Sequence[Contender],
+    live: Any,
+    registry: VersionRegistry,
+    request: ReindexRequest,
+    dataset: str | None,
+    experiment: str,
+    parent: str,
+    base: dict[str, Any],
+) -> list[tuple[str, GroupRequest]]:
+    """Contenders that would hold the same chunks share one build; the live one's are reused."""
+    live_key = (
+        share_key(live.tags.get("corpus_snapshot", ""), live.config) if live is not None else None
+    )
+    grouped: dict[str, list[Contender]] = {}
+    for contender in contenders:
+        grouped.setdefault(share_key(contender.corpus.snapshot, contender.config), []).append(
+            contender
+        )
+    parallel = request.parallel and len(grouped) > 1
+    return [
+        (
+            "+".join(c.name for c in members),
+            GroupRequest(
+                contenders=members,
+                registry=registry,
+                reason=request.reason,
+                dataset=dataset,
+                experiment=experiment,
+                parent_run_id=parent,
+                config_file=request.config_file,
+                base_overrides=base,
+                reuse_collection=live.collection if key == live_key and live else None,
+                # Two progress displays at once would fight over the terminal.
+                progress=not parallel and bool(base.get("progress", True)),
+            ),
+        )
+        for key, members in grouped.items()
+    ]
+
+
+def _discard(
+    registry: VersionRegistry, settings: Settings, built: Sequence[Built], keep: int | None
+) -> None:
+    """Reject every contender but the chosen one; drop collections no version still needs."""
+    client = open_chroma_client(settings)
+    for item in built:
+        if item.version == keep:
+            continue
+        registry.set_status(item.version, "rejected")
+        if not registry.collection_in_use(item.collection, besides=item.version):
+            client.delete_collection(item.collection)
+
+
+def _record(
+    logger: Any,
+    settings: Settings,
+    experiment: str,
+    decision: str,
+    reasons: list[str],
+    params: dict[str, Any],
+    table: list[dict[str, Any]],
+    extra: dict[str, Any],
+    *,
+    run_id: str | None = None,
+    run_name: str | None = None,
+) -> dict[str, Any]:
+    recorded = record_decision_task(
+        settings.mlflow_tracking_uri,
+        settings.mlflow_artifact_location,
+        experiment,
+        f"Reindex of {settings.chroma.collection}",
+        decision,
+        reasons,
+        params,
+        table,
+        run_id=run_id,
+        run_name=run_name or f"reindex · {decision}",
+        extra=extra,
+    )
+    logger.info("Reindex decision: %s (%s)", decision, "; ".join(reasons) or "all checks passed")
+    return {"decision": decision, "reasons": reasons, "table": table, "run_id": recorded, **extra}

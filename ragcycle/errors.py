@@ -9,6 +9,7 @@ these at the boundary so callers never need to import a backend to catch a failu
     ├── IndexStoreError      the vector store refused or failed an operation
     ├── GenerationError      the LLM backend failed after its retries
     ├── ModelError           a local model file is absent, corrupt or not a model
+    ├── RegistryError        the index version registry (MLflow) cannot be read or written
     └── DatasetError         a golden dataset or benchmark set cannot be used at all
 """
 
@@ -22,6 +23,7 @@ __all__ = [
     "IndexStoreError",
     "ModelError",
     "RagcycleError",
+    "RegistryError",
 ]
 
 
@@ -56,3 +58,7 @@ class ModelError(RagcycleError):
 
 class DatasetError(RagcycleError):
     """A dataset cannot be used at all (missing file, wrong format)."""
+
+
+class RegistryError(RagcycleError):
+    """The index version registry cannot be read or written (MLflow unreachable, refused)."""

@@ -111,22 +111,56 @@ def query_drift(records: Sequence[Mapping[str, Any]], min_score: float) -> dict[
 
 
 def baseline_metrics(
-    tracking_uri: str, experiment: str, metrics: Sequence[str], runs: int, exclude_run: str | None
+    tracking_uri: str,
+    experiments: Sequence[str],
+    metrics: Sequence[str],
+    runs: int,
+    *,
+    exclude_run: str | None,
+    version: int | None,
+    digest: str,
 ) -> dict[str, float]:
-    """Median of each metric over the last ``runs`` evaluation runs of an experiment."""
+    """Median of each metric over the last ``runs`` comparable evaluations.
+
+    Comparable: finished, on the same golden set (digest), of the live version itself, or
+    champion runs of the versions before it. Evaluations of other indexes, of rejected
+    candidates and of failed runs say nothing about how the live version used to do.
+    """
     from mlflow import MlflowClient
 
-    client = MlflowClient(tracking_uri=tracking_uri)
-    found = client.get_experiment_by_name(experiment)
-    if found is None:
+    if version is None:
         return {}
-    found_runs = client.search_runs(
-        [found.experiment_id],
-        filter_string="tags.`ragcycle.kind` = 'evaluation'",
+    client = MlflowClient(tracking_uri=tracking_uri)
+    found = [client.get_experiment_by_name(name) for name in experiments]
+    ids = [experiment.experiment_id for experiment in found if experiment is not None]
+    if not ids:
+        return {}
+    common = (
+        "tags.`ragcycle.kind` = 'evaluation' and attributes.status = 'FINISHED'"
+        f" and tags.`ragcycle.dataset_digest` = '{digest}'"
+    )
+    own = client.search_runs(
+        ids,
+        filter_string=f"{common} and tags.`ragcycle.index_version` = '{version}'",
         order_by=["attributes.start_time DESC"],
         max_results=runs + 1,
     )
-    history = [run for run in found_runs if run.info.run_id != exclude_run][:runs]
+    earlier = client.search_runs(
+        ids,
+        filter_string=f"{common} and tags.`ragcycle.role` = 'champion'",
+        order_by=["attributes.start_time DESC"],
+        max_results=runs * 4,
+    )
+    predecessors = [
+        run
+        for run in earlier
+        if int(run.data.tags.get("ragcycle.index_version", "0") or 0) < version
+    ]
+    history = sorted(
+        (run for run in [*own, *predecessors] if run.info.run_id != exclude_run),
+        key=lambda run: run.info.start_time,
+        reverse=True,
+    )[:runs]
     baseline: dict[str, float] = {}
     for name in metrics:
         values = [run.data.metrics[name] for run in history if name in run.data.metrics]

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from pydantic import Field
+from pydantic import Field, ValidationError, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -22,6 +22,8 @@ from pydantic_settings import (
 
 from ragcycle.errors import ConfigError
 from ragcycle.settings.pipeline import (
+    CANDIDATE_GROUPS,
+    Candidate,
     ChunkingSettings,
     EvaluationSettings,
     GateRule,
@@ -41,6 +43,8 @@ from ragcycle.settings.stores import (
 )
 
 __all__ = [
+    "CANDIDATE_GROUPS",
+    "Candidate",
     "ChromaSettings",
     "ChunkingSettings",
     "EmbeddingSettings",
@@ -57,6 +61,7 @@ __all__ = [
     "RetrievalSettings",
     "Settings",
     "load_settings",
+    "merge_nested",
 ]
 
 DEFAULT_CONFIG_FILE = Path("ragcycle.toml")
@@ -100,6 +105,29 @@ class Settings(BaseSettings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls))
+
+    @model_validator(mode="after")
+    def _candidates_apply(self) -> Settings:
+        for candidate in self.lifecycle.candidates:
+            try:
+                self.with_overrides(candidate.overrides)
+            except ValidationError as exc:
+                first = exc.errors()[0]
+                key = ".".join(str(part) for part in first["loc"])
+                raise ValueError(
+                    f"lifecycle.candidates[{candidate.name}].{key}: {first['msg']}"
+                ) from None
+        return self
+
+    def with_overrides(self, overrides: dict[str, Any]) -> Settings:
+        """These settings with nested ``overrides`` applied (a candidate's, a version's).
+
+        The result carries no ``lifecycle.candidates``: a derived config is one contender, not
+        a source of further challengers.
+        """
+        base = self.model_dump()
+        base["lifecycle"]["candidates"] = []
+        return Settings.model_validate(merge_nested(base, overrides))
 
     # Derived locations: one place decides where each store lives under the data dir.
     @property
@@ -162,6 +190,26 @@ class Settings(BaseSettings):
         return data
 
 
+def merge_nested(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    """``base`` with ``extra`` laid over it, nested dicts merged key by key."""
+    merged = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = merge_nested(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _first_error(exc: ValidationError) -> str:
+    """One line naming the key to fix, e.g. ``chunking.size: Input should be ... (got 10)``."""
+    first = exc.errors()[0]
+    key = ".".join(str(part) for part in first["loc"])
+    message = str(first["msg"]).removeprefix("Value error, ")
+    more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+    return f"{key}: {message}{more}" if key else f"{message}{more}"
+
+
 class _ConfigLocator(BaseSettings):
     """Reads only ``RAGCYCLE_CONFIG``, the path of the TOML file the real settings come from."""
 
@@ -184,6 +232,10 @@ def load_settings(config_file: Path | str | None = None, **overrides: Any) -> Se
     )
     try:
         loaded = bound(**overrides)
+    except ValidationError as exc:
+        raise ConfigError(
+            f"invalid settings (from {path}, RAGCYCLE_* or arguments): {_first_error(exc)}"
+        ) from exc
     except ValueError as exc:
         raise ConfigError(
             f"invalid settings (from {path}, RAGCYCLE_* or arguments): {exc}"

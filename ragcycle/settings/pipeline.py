@@ -5,11 +5,13 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, Field, SecretStr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 __all__ = [
+    "CANDIDATE_GROUPS",
+    "Candidate",
     "ChunkingSettings",
     "EvaluationSettings",
     "GateRule",
@@ -183,6 +185,38 @@ class GateRule(BaseModel):
     tolerance: float = Field(0.02, ge=0)
 
 
+# The settings groups a candidate may override: what the index holds and how it is queried and
+# answered. Stores, servers and the lifecycle itself are not per-version choices.
+CANDIDATE_GROUPS = ("embedding", "chunking", "ingest", "retrieval", "generation")
+
+
+class Candidate(BaseModel):
+    """A named challenger: settings overrides tried against the live version by ``reindex``.
+
+    In ``ragcycle.toml``: ``[[lifecycle.candidates]]`` with ``name = "small-chunks"`` and
+    ``chunking = {strategy = "fixed", size = 400, overlap = 80}``. The overrides are checked
+    against the full settings when the settings load, so a typo names its key.
+    """
+
+    model_config = ConfigDict(extra="allow")
+
+    name: str = Field(..., pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+    @model_validator(mode="after")
+    def _only_candidate_groups(self) -> Candidate:
+        unknown = sorted(set(self.overrides) - set(CANDIDATE_GROUPS))
+        if unknown:
+            raise ValueError(
+                f"candidate {self.name!r} overrides {', '.join(unknown)}; a candidate may"
+                f" override only {', '.join(CANDIDATE_GROUPS)}"
+            )
+        return self
+
+    @property
+    def overrides(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
 class LifecycleSettings(BaseModel):
     """Index versions, the quality gate, and the monitor's checks."""
 
@@ -214,3 +248,30 @@ class LifecycleSettings(BaseModel):
     query_drift_max_share: float = Field(
         0.3, ge=0, le=1, description="max share of recent queries retrieving nothing close"
     )
+    candidates: list[Candidate] = Field(
+        default_factory=list,
+        description="challengers a reindex builds and gates besides the configured settings",
+    )
+    gate_confidence: float = Field(
+        0.95, gt=0.5, lt=1, description="confidence of the paired intervals of the gate"
+    )
+    gate_power: float = Field(
+        0.8, gt=0, lt=1, description="power at which the minimum detectable effect is reported"
+    )
+    exclude_flaky: bool = Field(
+        True, description="leave questions whose verdict flips across repeats out of the gate"
+    )
+
+    @field_validator("candidates")
+    @classmethod
+    def _unique_candidate_names(cls, candidates: list[Candidate]) -> list[Candidate]:
+        names = [c.name for c in candidates]
+        duplicated = sorted(
+            {n for n in names if names.count(n) > 1} | ({"live", "configured"} & set(names))
+        )
+        if duplicated:
+            raise ValueError(
+                f"lifecycle.candidates: names must be unique and not 'live' or 'configured'"
+                f" ({', '.join(duplicated)})"
+            )
+        return candidates

@@ -35,6 +35,7 @@ __all__ = [
     "mlflow_client",
     "prefect_run_tags",
     "record_decision_task",
+    "start_lifecycle_run",
 ]
 
 
@@ -104,6 +105,7 @@ class EvaluationRecord:
     tags: dict[str, str] = field(default_factory=dict)
     judge_metrics: list[str] = field(default_factory=list)
     judge_source: str = ""  # model@prompt of the judge whose verdicts judge_metrics hold
+    parent_run_id: str | None = None  # a reindex run whose challenger this evaluation is
 
 
 def log_evaluation(
@@ -125,7 +127,9 @@ def log_evaluation(
         if math.isfinite(low) and math.isfinite(high):
             metrics[f"{name}_ci_low"] = low
             metrics[f"{name}_ci_high"] = high
-    with mlflow.start_run(experiment_id=experiment_id, run_name=record.run_name) as run:
+    with mlflow.start_run(
+        experiment_id=experiment_id, run_name=record.run_name, parent_run_id=record.parent_run_id
+    ) as run:
         mlflow.set_tags({**record.tags, **prefect_run_tags(), "git_sha": git_sha()})
         mlflow.log_params({k: str(v)[:6000] for k, v in record.params.items()})
         mlflow.log_metrics(metrics)
@@ -223,6 +227,21 @@ def log_evaluation_task(
     )
 
 
+def start_lifecycle_run(
+    tracking_uri: str, artifact_location: str | None, experiment: str, name: str
+) -> str:
+    """An open run that a reindex's evaluations nest under; :func:`log_lifecycle_decision`
+    with its ``run_id`` records the decision on it and ends it."""
+    client = mlflow_client(tracking_uri)
+    experiment_id = ensure_experiment(experiment, artifact_location, tracking_uri)
+    run = client.create_run(
+        experiment_id,
+        run_name=name,
+        tags={"ragcycle.kind": "lifecycle", **prefect_run_tags(), "git_sha": git_sha()},
+    )
+    return str(run.info.run_id)
+
+
 def log_lifecycle_decision(
     *,
     tracking_uri: str,
@@ -232,12 +251,22 @@ def log_lifecycle_decision(
     reasons: list[str],
     params: dict[str, Any],
     table: list[dict[str, Any]],
+    run_id: str | None = None,
+    run_name: str | None = None,
+    extra: dict[str, Any] | None = None,
 ) -> str:
-    """One MLflow run per lifecycle decision (promote / reject / no-op / ok / reindex)."""
+    """One MLflow run per lifecycle decision (promote / reject / no-op / ok / reindex), or the
+    decision recorded on the open run ``run_id`` (then ended)."""
     import mlflow
 
     experiment_id = ensure_experiment(experiment, artifact_location, tracking_uri)
-    with mlflow.start_run(experiment_id=experiment_id, run_name=decision) as run:
+    with mlflow.start_run(
+        run_id=run_id,
+        experiment_id=None if run_id else experiment_id,
+        run_name=run_name or decision,
+    ) as run:
+        if run_name:
+            mlflow.set_tag("mlflow.runName", run_name)
         mlflow.set_tags({"ragcycle.kind": "lifecycle", "decision": decision, **prefect_run_tags()})
         mlflow.log_params({k: str(v)[:6000] for k, v in params.items()})
         for row in table:
@@ -246,7 +275,9 @@ def log_lifecycle_decision(
                 if isinstance(value, float) and math.isfinite(value):
                     mlflow.log_metric(f"{column}.{row['metric']}", value)
         mlflow.log_dict(
-            jsonout.strict({"decision": decision, "reasons": reasons, "table": table}),
+            jsonout.strict(
+                {"decision": decision, "reasons": reasons, "table": table, **(extra or {})}
+            ),
             "decision.json",
         )
         return str(run.info.run_id)
@@ -262,6 +293,9 @@ def record_decision_task(
     reasons: list[str],
     params: dict[str, Any],
     table: list[dict[str, Any]],
+    run_id: str | None = None,
+    run_name: str | None = None,
+    extra: dict[str, Any] | None = None,
 ) -> str:
     """The decision as an MLflow run and a Markdown artifact on the flow run."""
     run_id = log_lifecycle_decision(
@@ -272,6 +306,9 @@ def record_decision_task(
         reasons=reasons,
         params=params,
         table=table,
+        run_id=run_id,
+        run_name=run_name,
+        extra=extra,
     )
     publish_decision(experiment, title, decision, reasons, table)
     return run_id

@@ -50,7 +50,7 @@ def test_first_build_promotes_then_same_target_is_a_no_op(
 
     burst = [reindex(ReindexRequest(reason=f"burst {i}", overrides=overrides)) for i in range(3)]
     assert [r["decision"] for r in burst] == ["noop"] * 3
-    assert all("already live" in r["reasons"][0] for r in burst)
+    assert all("is what version 1 serves" in r["reasons"][0] for r in burst)
     assert [v.version for v in registry(tmp_path / "data").versions()] == [1]
 
 

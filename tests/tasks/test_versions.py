@@ -31,9 +31,9 @@ def test_retention_skips_versions_whose_collections_are_gone(tmp_path: Path) -> 
     alias had moved: the version was live, the flow failed, no decision was recorded."""
     registry = VersionRegistry(f"sqlite:///{tmp_path / 'mlflow.db'}", "docs")
     for number, status in enumerate(["rejected", "deleted", "retired", "retired", "ready"], 1):
-        registry.register(f"docs__v{number}", {"target": f"t{number}"})
+        registry.register({"target": f"t{number}"})
         registry.set_status(number, status)
-    registry.register("docs__v6", {"target": "t6"})
+    registry.register({"target": "t6"})
     registry.set_status(6, "ready")
     registry.promote(5)
     registry.promote(6)  # v6 live, v5 previous

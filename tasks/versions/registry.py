@@ -21,15 +21,25 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlparse
 
-from ragcycle.errors import ConfigError
+from ragcycle.errors import ConfigError, RegistryError
 
-__all__ = ["IndexVersion", "VersionRegistry", "corpus_snapshot", "target_key"]
+__all__ = [
+    "IndexVersion",
+    "VersionRegistry",
+    "collection_of",
+    "collection_source",
+    "corpus_snapshot",
+    "pending_build",
+    "target_key",
+]
 
 logger = logging.getLogger(__name__)
 
 CHAMPION = "champion"
 PREVIOUS = "previous"
 HOLDS_COLLECTION = frozenset({"ready", "retired"})
+# Versions whose collection must stay: being built, gated, served or kept for rollback.
+USES_COLLECTION = frozenset({"building", "ready", "live", "retired"})
 
 
 @dataclass(frozen=True)
@@ -49,6 +59,17 @@ class IndexVersion:
     @property
     def live(self) -> bool:
         return CHAMPION in self.aliases
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """The serving config recorded when the version was built ({} for older versions)."""
+        recorded = self.tags.get("config", "")
+        return dict(json.loads(recorded)) if recorded else {}
+
+    @property
+    def sources(self) -> list[str]:
+        recorded = self.tags.get("sources", "")
+        return list(json.loads(recorded)) if recorded else []
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -106,10 +127,12 @@ class VersionRegistry:
         from mlflow.exceptions import MlflowException
 
         try:
-            found = self.client.search_model_versions(f"name = '{self.model_name}'")
             aliases = dict(self.client.get_registered_model(self.model_name).aliases or {})
-        except MlflowException:
-            return []
+            found = self.client.search_model_versions(f"name = '{self.model_name}'")
+        except MlflowException as exc:
+            if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
+                return []  # no version was ever registered
+            raise self._unreadable(exc) from None
         by_version: dict[int, list[str]] = {}
         for alias, number in aliases.items():
             by_version.setdefault(int(number), []).append(alias)
@@ -140,38 +163,67 @@ class VersionRegistry:
 
         try:
             found = self.client.get_model_version_by_alias(self.model_name, alias)
-        except MlflowException:
-            return None
+        except MlflowException as exc:
+            # An absent model or alias is an answer ("none"); anything else is an outage that
+            # must not read as "no live version" (serving would silently fall back).
+            if exc.error_code in {"RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"}:
+                return None
+            raise self._unreadable(exc) from None
         return self._convert(found)
+
+    def _unreadable(self, exc: Exception) -> RegistryError:
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        return RegistryError(
+            f"cannot read the index versions of {self.index_name!r} from MLflow"
+            f" ({self.client.tracking_uri}): {first_line}"
+        )
 
     def live(self) -> IndexVersion | None:
         return self.by_alias(CHAMPION)
 
-    def next_collection(self) -> tuple[int, str]:
-        """The collection name a new version will use (numbers are never reused)."""
-        highest = max((v.version for v in self.versions()), default=0)
-        return highest + 1, f"{self.index_name}__v{highest + 1}"
-
     def register(
-        self, collection: str, tags: Mapping[str, str], run_id: str | None = None
+        self,
+        tags: Mapping[str, str],
+        *,
+        collection: str | None = None,
+        run_id: str | None = None,
     ) -> IndexVersion:
-        """Record a new version in state ``building``; it is not live until promoted."""
+        """Record a new version in state ``building``; it is not live until promoted.
+
+        The number comes from the registry, which allocates it atomically (two builders started
+        at once get two numbers), and a new collection is named after it: ``<index>__v<N>``.
+        ``collection`` instead shares an existing one (a candidate that differs only in how the
+        index is queried).
+        """
         self._ensure_model()
         model_version = self.client.create_model_version(
             self.model_name,
-            source=collection_source(collection),
+            # The number is not known before the registry assigns it, so the source names the
+            # logical index and the ``collection`` tag, set next, names the exact collection.
+            source=collection_source(self.index_name),
             run_id=run_id,
             tags={
                 **tags,
                 "status": "building",
-                "collection": collection,
                 "host": socket.gethostname(),
                 "pid": str(os.getpid()),
                 "started_at": f"{time.time():.0f}",
             },
-            description=f"Chroma collection {collection}",
         )
-        return self._convert(model_version)
+        number = int(model_version.version)
+        chosen = collection or f"{self.index_name}__v{number}"
+        self.client.set_model_version_tag(self.model_name, str(number), "collection", chosen)
+        self.client.update_model_version(
+            self.model_name, str(number), description=f"Chroma collection {chosen}"
+        )
+        return self.get(number)
+
+    def collection_in_use(self, collection: str, *, besides: int) -> bool:
+        """Whether a version other than ``besides`` still needs ``collection``."""
+        return any(
+            v.collection == collection and v.version != besides and v.status in USES_COLLECTION
+            for v in self.versions()
+        )
 
     def set_status(self, version: int, status: str, **tags: str) -> None:
         for key, value in {"status": status, **tags}.items():
@@ -234,6 +286,10 @@ class VersionRegistry:
         keeps the version as it was (the next promotion tries again)."""
         deleted = []
         for version in versions:
+            if self.collection_in_use(version.collection, besides=version.version):
+                self.set_status(version.version, "deleted", shared_collection="kept")
+                deleted.append(version.version)
+                continue
             try:
                 drop_collection(version.collection)
             except Exception as exc:  # chromadb raises its own errors, not IndexStoreError
@@ -286,20 +342,3 @@ def pending_build(
                 return "already being built", version
             registry.set_status(version.version, "failed", failure="abandoned build")
     return None
-
-
-def resolve_collection(settings: Any, explicit: str | None = None) -> str:
-    """The collection to read: the one asked for, else the live version, else the plain name."""
-    if explicit:
-        return explicit
-    live = VersionRegistry(settings.mlflow_tracking_uri, settings.chroma.collection).live()
-    return live.collection if live is not None else str(settings.chroma.collection)
-
-
-def index_config(settings: Any) -> dict[str, Any]:
-    """The settings that change what an index holds (not how it is queried)."""
-    return {
-        "embedding_model": settings.embedding.model_name,
-        "chunking": settings.chunking.model_dump(mode="json"),
-        "extensions": sorted(settings.ingest.extensions),
-    }
