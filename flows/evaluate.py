@@ -191,16 +191,32 @@ def evaluate(request: EvaluateRequest) -> dict[str, Any]:
         {name: round(value, 3) for name, value in summary.metrics.items() if not math.isnan(value)},
     )
     gated = [name.format(k=k) for name in settings.lifecycle.gate]
+    # The gate compares versions that may serve different k: "hit_rate_at_k" is each one's hit
+    # rate at the k it answers with, so a k challenger is paired with the champion's own k.
+    at_own_k = {
+        t.format(k="k"): t.format(k=k) for t in (*QUALITY_METRICS, *settings.lifecycle.gate)
+    }
+    scored = per_question(rows, [*names, *judged, *gated])
     return {
         "run_id": run_id,
         "experiment": experiment,
-        "metrics": summary.metrics,
+        "metrics": {
+            **summary.metrics,
+            **{
+                alias: summary.metrics[name]
+                for alias, name in at_own_k.items()
+                if name in summary.metrics
+            },
+        },
         "ci": report["ci"],
         "questions": summary.questions,
         "failed_rows": golden.errors,
         "version": version,
         "dataset_digest": golden.digest,
         # For the paired gate: per question (repeats averaged) and questions whose verdict flips.
-        "per_question": per_question(rows, [*names, *judged, *gated]),
+        "per_question": {
+            **scored,
+            **{alias: scored[name] for alias, name in at_own_k.items() if name in scored},
+        },
         "flaky": flaky_questions(rows, gated),
     }

@@ -174,7 +174,7 @@ def ingest(request: IngestRequest) -> dict[str, Any]:
     if not paths:
         raise ConfigError("nothing to ingest: pass paths or set lifecycle.sources")
     first = serving.version is None and not collection_exists(settings, serving.collection)
-    registry = VersionRegistry(settings.mlflow_tracking_uri, serving.collection)
+    registry = VersionRegistry(settings.mlflow_tracking_uri, serving.index)
     if first:
         # The first ingest of an index is its version 1, live once written: one path into the
         # index, so reindex, rollback and the monitor have a version to work from.

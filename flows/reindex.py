@@ -140,7 +140,7 @@ def reindex(request: ReindexRequest) -> dict[str, Any]:
         built: list[Built] = [b for future in futures for b in future.result()]
         champion = champion_future.result() if champion_future is not None else None
 
-    tolerances, thresholds = gate_names(settings.lifecycle, settings.retrieval.k)
+    tolerances, thresholds = gate_names(settings.lifecycle, "k")  # each version at its own k
     stats = GateStats(
         samples=settings.evaluation.bootstrap_samples,
         confidence=settings.lifecycle.gate_confidence,

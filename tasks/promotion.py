@@ -31,8 +31,11 @@ from tasks.evaluation.paired import PairedDelta, paired_delta
 __all__ = ["Evaluated", "GateStats", "Verdict", "choose", "gate_candidate", "gate_names"]
 
 
-def gate_names(lifecycle: LifecycleSettings, k: int) -> tuple[dict[str, float], dict[str, float]]:
-    """The gate's ``(tolerances, thresholds)`` by metric name, with ``{k}`` filled in."""
+def gate_names(
+    lifecycle: LifecycleSettings, k: int | str
+) -> tuple[dict[str, float], dict[str, float]]:
+    """The gate's ``(tolerances, thresholds)`` by metric name, with ``{k}`` filled in (a number,
+    or ``"k"`` for the names at each version's own k that the reindex gate compares)."""
     tolerances = {name.format(k=k): rule.tolerance for name, rule in lifecycle.gate.items()}
     thresholds = {name.format(k=k): value for name, value in lifecycle.thresholds.items()}
     return tolerances, thresholds
@@ -125,8 +128,8 @@ def gate_candidate(
             )
         if delta.questions and delta.mde > tolerance:
             verdict.warnings.append(
-                f"{metric}: {delta.questions} paired questions detect only changes of"
-                f" {delta.mde:.3f} or more (tolerance {tolerance}); add golden questions"
+                f"{candidate.name}: {metric}: {delta.questions} paired questions detect only"
+                f" changes of {delta.mde:.3f} or more (tolerance {tolerance}); add golden questions"
             )
     if candidate.requires_improvement and not verdict.reasons:
         best = verdict.best_delta()

@@ -60,6 +60,15 @@ def make_settings(data_dir: Path, **overrides: Any) -> Settings:
     return load_settings(config_file=None, data_dir=data_dir, progress=False, **overrides)
 
 
+def live_index(settings: Settings) -> Any:
+    """The index the configured name serves: its live version's collection once ingested."""
+    from tasks.indexing.store import open_index
+    from tasks.versions import resolve_serving
+
+    serving = resolve_serving(settings)
+    return open_index(serving.settings, serving.collection, create=False)
+
+
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
     return make_settings(tmp_path / "data")

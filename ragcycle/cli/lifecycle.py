@@ -35,6 +35,13 @@ def reindex(
         typer.Option(help="Golden set for the gate (default: lifecycle.golden_dataset)."),
     ] = None,
     force: Annotated[bool, typer.Option(help="Build even if the same target is live.")] = False,
+    candidate: Annotated[
+        list[str] | None,
+        typer.Option(help="Try only this lifecycle.candidates entry (repeatable; default: all)."),
+    ] = None,
+    serial: Annotated[
+        bool, typer.Option(help="Build and evaluate contenders one at a time.")
+    ] = False,
     deployment: Annotated[
         bool,
         typer.Option(
@@ -57,6 +64,8 @@ def reindex(
         "paths": [str(p) for p in paths] if paths else None,
         "dataset": str(dataset) if dataset else None,
         "force": force,
+        "candidates": candidate or None,
+        "parallel": not serial,
         "config_file": str(config) if config else None,
     }
     if deployment:
@@ -83,6 +92,32 @@ def reindex(
     console.print(f"[bold]{result.get('decision', result.get('state'))}[/bold]")
     for reason_line in result.get("reasons", []):
         console.print(f"  - {reason_line}")
+    if result.get("candidates"):
+        console.print(_candidates_table(result["candidates"]))
+
+
+def _candidates_table(candidates: list[dict[str, Any]]) -> Table:
+    """Quality, cost and latency of every contender side by side."""
+    table = Table(title="Candidates")
+    for column in ("candidate", "version", "config", "paired deltas (CI)", "USD/q", "p95 ms"):
+        table.add_column(column)
+    table.add_column("verdict")
+    for item in candidates:
+        deltas = "\n".join(
+            f"{d['metric']} {d['delta']:+.3f} [{d['ci'][0]:+.3f}, {d['ci'][1]:+.3f}]"
+            for d in item["deltas"]
+            if d["delta"] is not None
+        )
+        table.add_row(
+            item["name"],
+            str(item["version"]),
+            item["config_summary"],
+            deltas or "-",
+            f"{item['cost_usd_per_question']:.2g}",
+            f"{item['latency_p95_ms']:.0f}",
+            item["verdict"],
+        )
+    return table
 
 
 @app.command()

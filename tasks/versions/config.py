@@ -117,6 +117,7 @@ class Serving:
     collection: str
     settings: Settings
     version: IndexVersion | None
+    index: str  # the logical index whose registry holds ``version`` (or the plain name)
 
 
 def resolve_serving(
@@ -134,26 +135,28 @@ def resolve_serving(
     """
     explicit = explicit_overrides(overrides or {})
     name = collection or settings.chroma.collection
-    found = _find_version(settings, name, version)
+    index, found = _find_version(settings, name, version)
     if found is None:
         chosen = settings.with_overrides(explicit) if explicit else settings
-        return Serving(name, chosen, None)
+        return Serving(name, chosen, None, name)
     served = settings_for_version(settings, found)
-    return Serving(found.collection, served.with_overrides(explicit) if explicit else served, found)
+    return Serving(
+        found.collection, served.with_overrides(explicit) if explicit else served, found, index
+    )
 
 
-def _find_version(settings: Settings, name: str, number: int | None) -> IndexVersion | None:
+def _find_version(
+    settings: Settings, name: str, number: int | None
+) -> tuple[str, IndexVersion | None]:
     uri = settings.mlflow_tracking_uri
     if number is not None:
-        return VersionRegistry(uri, name).get(number)
+        return name, VersionRegistry(uri, name).get(number)
     live = VersionRegistry(uri, name).live()
     if live is not None:
-        return live
+        return name, live
     match = _VERSIONED_COLLECTION.match(name)
     if match is None:
-        return None
+        return name, None
     registry = VersionRegistry(uri, match["index"])
-    return next(
-        (v for v in registry.versions() if v.version == int(match["number"])),
-        None,
-    )
+    found = next((v for v in registry.versions() if v.version == int(match["number"])), None)
+    return match["index"], found

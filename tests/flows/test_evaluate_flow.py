@@ -70,7 +70,7 @@ def test_evaluation_scores_and_logs_a_run(indexed: Path) -> None:
 
 def test_a_damaged_index_scores_clearly_lower(indexed: Path) -> None:
     settings = make_settings(indexed)
-    shuffled_copy(settings, "ragcycle", "ragcycle-damaged")
+    shuffled_copy(settings, "ragcycle__v1", "ragcycle-damaged")
     good = evaluate(EvaluateRequest(dataset=str(GOLDEN), overrides=overrides(indexed)))["metrics"]
     bad = evaluate(
         EvaluateRequest(

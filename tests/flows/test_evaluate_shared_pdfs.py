@@ -49,7 +49,7 @@ def test_shared_pdfs_evaluate_well_and_a_damaged_index_does_not(
     assert good["abstained_when_unanswerable"] == 1.0
     assert good["pii_in_context"] > 0  # the creativity paper prints its author's e-mail address
 
-    shuffled_copy(make_settings(tmp_path / "data"), "ragcycle", "damaged")
+    shuffled_copy(make_settings(tmp_path / "data"), "ragcycle__v1", "damaged")
     bad = evaluate(EvaluateRequest(dataset=str(GOLDEN), collection="damaged", overrides=overrides))[
         "metrics"
     ]

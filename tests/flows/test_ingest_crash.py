@@ -14,8 +14,7 @@ from typing import Any
 import pytest
 
 from flows.ingest import IngestRequest, ingest
-from tasks.indexing.store import open_index
-from tests.conftest import SAMPLES, make_settings, own_cache_env
+from tests.conftest import SAMPLES, live_index, make_settings, own_cache_env
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_harness")]
 
@@ -75,8 +74,8 @@ def test_killed_ingest_then_rerun_equals_clean_run(tmp_path: Path, embedder: Any
     clean_data = tmp_path / "clean"
     ingest(IngestRequest(paths=[str(corpus)], config_file=str(config(tmp_path, clean_data))))
 
-    killed_index = open_index(make_settings(killed_data))
-    clean_index = open_index(make_settings(clean_data))
+    killed_index = live_index(make_settings(killed_data))
+    clean_index = live_index(make_settings(clean_data))
     killed_ids = killed_index.collection.get()["ids"]
     clean_ids = clean_index.collection.get()["ids"]
     assert len(killed_ids) == len(set(killed_ids))

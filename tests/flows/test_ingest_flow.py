@@ -9,8 +9,7 @@ from typer.testing import CliRunner
 
 from flows.ingest import IngestRequest, ingest
 from ragcycle.cli import app
-from tasks.indexing.store import open_index
-from tests.conftest import make_settings
+from tests.conftest import live_index, make_settings
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
@@ -48,7 +47,7 @@ def test_ingest_reports_and_is_idempotent(
     assert set(failed) == set(NOT_INDEXED)
     for doc_id, fragment in NOT_INDEXED.items():
         assert fragment in failed[doc_id]
-    index = open_index(make_settings(data))
+    index = live_index(make_settings(data))
     assert first["chunks"]["written"] == first["chunks"]["total"] == index.count()
     states = index.document_states()
     assert set(states) == INDEXED
@@ -68,7 +67,7 @@ def test_ingest_reports_and_is_idempotent(
 def test_changed_and_deleted_files(sample_corpus: Path, tmp_path: Path, embedder: Any) -> None:
     data = tmp_path / "data"
     run(sample_corpus, data)
-    index = open_index(make_settings(data))
+    index = live_index(make_settings(data))
     before = index.document_states()
     cors = sample_corpus / "markdown" / "fastapi-cors.md"
     cors.write_text(
@@ -96,7 +95,7 @@ def test_a_file_that_turns_bad_keeps_its_old_chunks(
 ) -> None:
     data = tmp_path / "data"
     run(sample_corpus, data)
-    index = open_index(make_settings(data))
+    index = live_index(make_settings(data))
     zen = sample_corpus / "pdfs" / "zen_of_python.pdf"
     kept = index.document_states()["pdfs/zen_of_python.pdf"].chunk_ids
     zen.write_bytes(zen.read_bytes()[:300])
@@ -113,7 +112,7 @@ def test_cli_json_output(sample_corpus: Path, tmp_path: Path, embedder: Any) -> 
     )
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout.strip().splitlines()[-1])
-    assert report["collection"] == "cli-test"
+    assert report["collection"] == "cli-test__v1"  # the first ingest of an index is version 1
     assert report["documents"]["new"] == 3
     assert set(report) >= {"documents", "chunks", "failed", "collection", "seconds"}
 
@@ -141,7 +140,7 @@ def test_report_is_a_prefect_artifact(sample_corpus: Path, tmp_path: Path, embed
     async def latest() -> str:
         async with get_client() as client:
             artifacts = await client.read_artifacts(
-                artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["ingest-artifact-test"]))
+                artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["ingest-artifact-test--v1"]))
             )
             return str(artifacts[-1].data)
 

@@ -9,8 +9,7 @@ from typing import Any
 import pytest
 
 from flows.ingest import IngestRequest, ingest
-from tasks.indexing.store import open_index
-from tests.conftest import make_settings, shared_path
+from tests.conftest import live_index, make_settings, shared_path
 
 pytestmark = [pytest.mark.shared, pytest.mark.slow, pytest.mark.usefixtures("prefect_harness")]
 
@@ -44,7 +43,7 @@ def overrides(data: Path) -> dict[str, Any]:
 def test_every_text_pdf_is_indexed_with_pages(ingested: tuple[dict[str, Any], Path]) -> None:
     report, data = ingested
     rows = manifest(shared_path("corpus", "pdfs"))
-    index = open_index(make_settings(data))
+    index = live_index(make_settings(data))
     states = index.document_states()
     text_files = {name for name, row in rows.items() if row["category"].split(";")[0] == "text"}
     assert text_files <= set(states), sorted(text_files - set(states))
@@ -61,7 +60,7 @@ def test_every_other_pdf_is_indexed_or_reported_with_a_reason(
 ) -> None:
     report, data = ingested
     rows = manifest(shared_path("corpus", "pdfs"))
-    states = open_index(make_settings(data)).document_states()
+    states = live_index(make_settings(data)).document_states()
     failed = {item["doc_id"]: item for item in report["failed"]}
     assert set(failed) | set(states) == set(rows)
     assert not set(failed) & set(states)

@@ -86,7 +86,13 @@ class MlflowApi:
         return [run for e in experiments for run in self.runs(e["name"])]
 
     def decisions(self) -> list[str]:
-        return [tags(run).get("decision", "") for run in self.runs("ragcycle-lifecycle")]
+        # The lifecycle experiment also holds a reindex's evaluations, nested under it.
+        runs = self.runs("ragcycle-lifecycle")
+        return [tags(run)["decision"] for run in runs if "decision" in tags(run)]
+
+    def live_collection(self, alias: str = "champion") -> str:
+        version = self.alias(alias)
+        return {t["key"]: t["value"] for t in version.get("tags", [])}["collection"]
 
     def alias(self, alias: str) -> dict[str, Any]:
         response = self.http.get(
@@ -351,29 +357,29 @@ def test_lifecycle_through_deployments_on_a_worker(stack: Stack) -> None:
     mlflow = stack.mlflow
     print(f"SQL backend of Prefect and MLflow: {stack.backend}")
 
-    # Ingest: the plain collection, before any index version exists.
+    # The first ingest of the index registers version 1, live at once.
     stack.run("ingest/ingest")
     artifacts = httpx.post(f"{stack.prefect}/artifacts/filter", json={}, timeout=30).json()
-    report = next(a["data"] for a in artifacts if a["key"] == "ingest-ragcycle")
+    report = next(a["data"] for a in artifacts if a["key"] == "ingest-ragcycle--v1")
     total = int(re.search(r"\| total \| (\d+) \|", report).group(1))  # type: ignore[union-attr]
-    assert stack.chroma_counts()["ragcycle"] == total > 50
+    assert stack.chroma_counts()["ragcycle__v1"] == total > 50
+    assert stack.live_collection() == "ragcycle__v1"
 
     # Evaluate: one MLflow run on the server, its artifacts stored by the server.
     stack.run("evaluate/evaluate")
     [evaluation] = mlflow.runs("ragcycle-eval-golden")
-    assert tags(evaluation)["ragcycle.collection"] == "ragcycle"
+    assert tags(evaluation)["ragcycle.collection"] == "ragcycle__v1"
     assert 0 < metrics(evaluation)["hit_rate_at_5"] < 1, "a golden answer's file is held back"
     run_id = evaluation["info"]["run_id"]
     assert evaluation["info"]["artifact_uri"].startswith("mlflow-artifacts:")
     table = json.loads(mlflow.artifact(run_id, "eval_questions.json"))
     assert len(table["data"]) == sum(1 for line in GOLDEN.read_text().splitlines() if line.strip())
 
-    # A reindex by hand builds the first version through the deployment.
-    submitted = stack.cli("reindex", "--deployment", "--reason", "first version")
+    # A reindex by hand through the deployment: nothing changed, so a recorded no-op.
+    submitted = stack.cli("reindex", "--deployment", "--reason", "by hand")
     assert wait_final(stack.prefect, submitted["flow_run_id"]) == "COMPLETED"
-    assert mlflow.decisions() == ["promoted"]
-    assert mlflow.alias("champion")["source"] == "chroma:///ragcycle__v1"
-    assert stack.chroma_counts()["ragcycle__v1"] == total
+    assert mlflow.decisions() == ["noop"]
+    assert stack.live_collection() == "ragcycle__v1"
 
     stack.run("monitor/monitor")
     assert mlflow.decisions()[-1] == "ok"
@@ -387,16 +393,17 @@ def test_lifecycle_through_deployments_on_a_worker(stack: Stack) -> None:
     assert [wait_final(stack.prefect, run["id"]) for run in triggered] == ["COMPLETED"]
     assert triggered[0]["parameters"]["request"]["reason"].startswith("monitor: ")
     assert mlflow.decisions()[-1] == "promoted"
-    assert mlflow.alias("champion")["source"] == "chroma:///ragcycle__v2"
-    assert mlflow.alias("previous")["source"] == "chroma:///ragcycle__v1"
+    assert stack.live_collection() == "ragcycle__v2"
+    assert stack.live_collection("previous") == "ragcycle__v1"
     counts = stack.chroma_counts()
     assert counts["ragcycle__v2"] > counts["ragcycle__v1"]
 
     candidate = [
         run
-        for run in mlflow.runs("ragcycle-eval-golden")
-        if tags(run).get("ragcycle.role") == "candidate"
+        for run in mlflow.runs("ragcycle-lifecycle")
+        if tags(run).get("ragcycle.role", "").startswith("candidate")
     ][-1]
+    assert "mlflow.parentRunId" in tags(candidate)
     assert tags(candidate)["ragcycle.collection"] == "ragcycle__v2"
     assert metrics(candidate)["hit_rate_at_5"] == 1.0
 
@@ -418,12 +425,12 @@ def test_lifecycle_through_deployments_on_a_worker(stack: Stack) -> None:
     assert new_decisions.count("promoted") == 1, (states, new_decisions)
     assert set(new_decisions) <= {"promoted", "noop"}, new_decisions
     assert set(states) <= {"COMPLETED", "CANCELLED"}, states
-    assert mlflow.alias("champion")["source"] == "chroma:///ragcycle__v3"
+    assert stack.live_collection() == "ragcycle__v3"
 
     # Roll back by hand: the previous version is live again, and status says so.
     restored = stack.cli("index", "rollback")
     assert restored["version"] == 2 and "champion" in restored["aliases"]
-    assert mlflow.alias("champion")["source"] == "chroma:///ragcycle__v2"
+    assert stack.live_collection() == "ragcycle__v2"
     assert stack.cli("status")["live"]["collection"] == "ragcycle__v2"
 
 
