@@ -140,7 +140,9 @@ def test_report_is_a_prefect_artifact(sample_corpus: Path, tmp_path: Path, embed
     async def latest() -> str:
         async with get_client() as client:
             artifacts = await client.read_artifacts(
-                artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["ingest-artifact-test--v1"]))
+                artifact_filter=ArtifactFilter(
+                    key=ArtifactFilterKey(any_=["ingest-artifact-test--v1"])
+                )
             )
             return str(artifacts[-1].data)
 
