@@ -7,6 +7,7 @@ reindex (triggered by ``ragcycle.quality.dropped`` events, one run at a time).
 
 from __future__ import annotations
 
+from string import Template
 from typing import Any
 
 from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
@@ -18,7 +19,7 @@ from flows.monitor import QUALITY_DROPPED, index_resource, monitor
 from flows.reindex import reindex
 from ragcycle.settings import Settings
 
-__all__ = ["build_deployments", "reindex_trigger"]
+__all__ = ["build_deployments", "reindex_trigger", "render_prefect_yaml"]
 
 
 def reindex_trigger(
@@ -73,3 +74,87 @@ def build_deployments(settings: Settings, config_file: str | None = None) -> lis
             tags=["ragcycle"],
         ),
     ]
+
+
+# prefect.yaml is declarative and read by `prefect deploy`, which knows nothing of ragcycle's
+# settings; rendering it from them keeps one source of truth for the schedule and the trigger.
+_PREFECT_YAML = Template(
+    """# Rendered from ragcycle's settings by `ragcycle prefect-yaml -o prefect.yaml`: the monitor's
+# cron (lifecycle.monitor_cron) and the index the reindex trigger listens for (chroma.collection)
+# come from the same settings `ragcycle serve` reads. Edit the settings, then render again.
+# Deployments for `prefect deploy --all` and a worker: `prefect worker start --pool ragcycle`.
+# The same set `ragcycle serve` serves from one process (flows/deployments.py).
+#
+# Entrypoints are module paths, so flows load from the installed ragcycle package wherever the
+# worker runs (the image, a virtualenv). `prefect deploy` records the directory it ran from as the
+# flow runs' working directory (/app in the image). No parameter carries a path or a secret: every
+# run reads its settings from the worker's environment (RAGCYCLE_*, RAGCYCLE_CONFIG) or the
+# ragcycle.toml in that directory: lifecycle.sources, lifecycle.golden_dataset, servers, keys.
+name: ragcycle
+prefect-version: 3.8.8
+
+definitions:
+  work_pool: &pool
+    name: ragcycle
+    work_queue_name: default
+  one_at_a_time: &one_at_a_time
+    limit: 1
+    collision_strategy: CANCEL_NEW
+
+deployments:
+  - name: ingest
+    entrypoint: flows.ingest:ingest
+    description: Bring the live index in line with lifecycle.sources.
+    parameters:
+      request: {}
+    concurrency_limit: *one_at_a_time
+    work_pool: *pool
+    tags: [ragcycle]
+
+  - name: evaluate
+    entrypoint: flows.evaluate:evaluate
+    description: Evaluate the live index on lifecycle.golden_dataset; one MLflow run.
+    parameters:
+      request: {}
+    work_pool: *pool
+    tags: [ragcycle]
+
+  - name: monitor
+    entrypoint: flows.monitor:monitor
+    description: Nightly checks of the live index; emits ragcycle.quality.dropped on a failure.
+    parameters:
+      request: {}
+    schedules:
+      - cron: "$cron"
+    concurrency_limit: *one_at_a_time
+    work_pool: *pool
+    tags: [ragcycle]
+
+  - name: reindex
+    entrypoint: flows.reindex:reindex
+    description: Build, gate and promote a new index version; a no-op when nothing changed.
+    parameters:
+      request: {}
+    concurrency_limit: *one_at_a_time
+    triggers:
+      - type: event
+        enabled: true
+        expect: ["ragcycle.quality.dropped"]
+        match:
+          prefect.resource.id: $resource
+        parameters:
+          request:
+            reason: "monitor: {{ event.payload.reason }}"
+    work_pool: *pool
+    tags: [ragcycle]
+"""
+)
+
+
+def render_prefect_yaml(settings: Settings) -> str:
+    """``prefect.yaml`` for ``prefect deploy --all``, with the schedule and trigger of
+    ``settings``."""
+    return _PREFECT_YAML.substitute(
+        cron=settings.lifecycle.monitor_cron,
+        resource=index_resource(settings.chroma.collection)["prefect.resource.id"],
+    )

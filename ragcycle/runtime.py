@@ -13,7 +13,7 @@ from collections.abc import Mapping
 
 from ragcycle.settings import Settings
 
-__all__ = ["configure_environment", "library_environment"]
+__all__ = ["configure_environment", "library_environment", "quiet_console_tracebacks"]
 
 # Offline and quiet by default: no telemetry, no hub look-ups.
 _OFFLINE_DEFAULTS: Mapping[str, str] = {
@@ -49,6 +49,8 @@ def library_environment(settings: Settings) -> dict[str, str]:
     env["PREFECT_LOGGING_LEVEL"] = settings.log_level.upper()
     if settings.prefect.api_url:
         env["PREFECT_API_URL"] = settings.prefect.api_url
+    if settings.verbose:
+        env["RAGCYCLE_VERBOSE"] = "true"  # flows load their own settings: pass --verbose on
     # MLflow's client reads credentials for a server with basic-auth from these variables only.
     if settings.mlflow.username:
         env["MLFLOW_TRACKING_USERNAME"] = settings.mlflow.username
@@ -71,4 +73,36 @@ def configure_environment(settings: Settings, *, override: bool = False) -> dict
             os.environ[key] = value
             applied[key] = value
     logging.getLogger("pypdf").setLevel(logging.ERROR)
+    if not settings.verbose:
+        quiet_console_tracebacks()
     return applied
+
+
+class _WithoutTraceback(logging.Formatter):
+    """A console handler's own formatter, minus the traceback: a failed flow's traceback stays
+    in Prefect's API log (the UI) while the terminal gets the one-line error."""
+
+    def __init__(self, inner: logging.Formatter) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def format(self, record: logging.LogRecord) -> str:
+        saved = record.exc_info, record.exc_text, record.stack_info
+        record.exc_info, record.exc_text, record.stack_info = None, None, None
+        try:
+            return self.inner.format(record)
+        finally:
+            record.exc_info, record.exc_text, record.stack_info = saved
+
+
+def quiet_console_tracebacks() -> None:
+    """Leave tracebacks out of what Prefect's console handler prints (``--verbose`` keeps them).
+
+    Prefect installs its console handler on the root logger when it is imported; before that
+    there is nothing to change, and each flow calls this again once Prefect is loaded.
+    """
+    for handler in logging.getLogger().handlers:
+        if type(handler).__name__ != "PrefectConsoleHandler":
+            continue
+        if not isinstance(handler.formatter, _WithoutTraceback):
+            handler.setFormatter(_WithoutTraceback(handler.formatter or logging.Formatter()))

@@ -26,4 +26,19 @@ __all__ = ["app", "main"]
 
 
 def main() -> None:
-    app()
+    """The console script: every failure a command did not report ends as one line."""
+    import sys
+
+    import typer
+
+    from ragcycle.cli.common import fail
+
+    try:
+        app(standalone_mode=True)
+    except (typer.Exit, SystemExit, KeyboardInterrupt):
+        raise
+    except Exception as exc:  # the last line of defence against a library's traceback
+        arguments = sys.argv[1:]
+        if "-v" in arguments or "--verbose" in arguments:
+            raise
+        sys.exit(fail(exc, as_json="--json" in arguments, verbose=False).exit_code)

@@ -65,6 +65,9 @@ err_console = Console(stderr=True, soft_wrap=True)  # an error stays one line, w
 
 def settings_for(config: Path | None, **overrides: Any) -> Settings:
     """Settings for a command; configuration errors end the command with exit code 1."""
+    context = _current_context()
+    if context is not None and context.find_root().params.get("verbose"):
+        overrides["verbose"] = True
     try:
         settings = load_settings(config, **overrides)
     except RagcycleError as exc:
@@ -74,9 +77,52 @@ def settings_for(config: Path | None, **overrides: Any) -> Settings:
     return settings
 
 
-def fail(exc: Exception) -> typer.Exit:
-    err_console.print(f"[red]error:[/red] {exc}")
+def fail(
+    exc: BaseException, *, as_json: bool | None = None, verbose: bool | None = None
+) -> typer.Exit:
+    """Report ``exc`` in one line (and as a JSON object on stdout for ``--json`` commands);
+    the traceback only with ``--verbose``. Returns the exit to raise.
+
+    Inside a command both flags are read from the command line's parsed options; outside one
+    (the console script's last line of defence) the caller passes them.
+    """
+    from ragcycle import jsonout
+    from ragcycle.failures import describe
+
+    failure = describe(exc)
+    context = _current_context()
+    if verbose is None:
+        verbose = bool(context and context.find_root().params.get("verbose"))
+    if as_json is None:
+        as_json = bool(context and context.params.get("as_json"))
+    if verbose:
+        err_console.print_exception(show_locals=False)
+    err_console.print(f"[red]error:[/red] {failure.error}", markup=True, highlight=False)
+    err_console.print(f"  hint: {failure.hint}", markup=False, highlight=False)
+    if as_json:
+        typer.echo(jsonout.dumps(failure.as_dict()))
     return typer.Exit(1)
+
+
+def _current_context() -> Any:
+    """The command's parsed options; Typer 0.29 runs on its own vendored copy of click, whose
+    context stack the ``click`` package does not see."""
+    import importlib
+
+    try:
+        globals_module = importlib.import_module("typer._click.globals")
+    except ImportError:  # a Typer that uses the click package itself
+        globals_module = importlib.import_module("click.globals")
+    return globals_module.get_current_context(silent=True)
+
+
+@app.callback()
+def _global_options(
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Show tracebacks of failures.")
+    ] = False,
+) -> None:
+    """Options of every command; read back through the click context by :func:`fail`."""
 
 
 def registry_for(settings: Settings) -> Any:

@@ -155,6 +155,26 @@ def monitor(
         console.print(f"  - {reason_line}")
 
 
+@app.command("prefect-yaml")
+def prefect_yaml(
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Write here instead of stdout.")
+    ] = None,
+    config: ConfigOption = None,
+) -> None:
+    """Render prefect.yaml (for `prefect deploy --all`) from the settings: the monitor's cron
+    and the index the reindex trigger listens for, as `ragcycle serve` uses them."""
+    settings = settings_for(config)
+    from flows.deployments import render_prefect_yaml
+
+    rendered = render_prefect_yaml(settings)
+    if output is None:
+        typer.echo(rendered, nl=False)
+        return
+    output.write_text(rendered)
+    console.print(f"wrote {output}")
+
+
 @app.command()
 def serve(config: ConfigOption = None) -> None:
     """Serve the deployments (ingest, evaluate, monitor on its cron, reindex on quality drops)

@@ -81,6 +81,7 @@ class Settings(BaseSettings):
     data_dir: Path = Field(Path(".ragcycle"), description="all state: stores, caches, runs")
     progress: bool = Field(True, description="show progress bars on long work")
     log_level: str = Field("INFO", description="logging level of ragcycle and Prefect")
+    verbose: bool = Field(False, description="print tracebacks of failures (CLI: --verbose)")
     models_dir: Path | None = Field(
         None, description="pulled GGUF models (default: <data_dir>/models)"
     )

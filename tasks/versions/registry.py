@@ -172,10 +172,9 @@ class VersionRegistry:
         return self._convert(found)
 
     def _unreadable(self, exc: Exception) -> RegistryError:
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         return RegistryError(
             f"cannot read the index versions of {self.index_name!r} from MLflow"
-            f" ({self.client.tracking_uri}): {first_line}"
+            f" at {self.client.tracking_uri}: {_why(exc)}"
         )
 
     def live(self) -> IndexVersion | None:
@@ -315,6 +314,22 @@ def collection_of(source: str) -> str:
     """The collection named by a source; also reads ``chroma://<name>`` of older registries."""
     parsed = urlparse(source)
     return parsed.path.strip("/") or parsed.netloc
+
+
+def _why(exc: Exception) -> str:
+    """The cause of a registry failure in a few words; MLflow's message quotes whole URLs."""
+    text = str(exc)
+    for needle, reason in (
+        ("Connection refused", "connection refused"),
+        ("timed out", "timed out"),
+        ("Name or service not known", "unknown host"),
+        ("401", "not authorised (check mlflow.username and mlflow.password)"),
+        ("403", "permission denied"),
+    ):
+        if needle in text:
+            return reason
+    lines = text.strip().splitlines()
+    return (lines[0] if lines else type(exc).__name__)[:200]
 
 
 def _pid_alive(pid: int) -> bool:

@@ -155,6 +155,8 @@ def test_evaluation_against_a_real_mlflow_server(indexed: Path, mlflow_server: s
     result = evaluate(
         EvaluateRequest(
             dataset=str(GOLDEN),
+            # The index's versions live in the data dir's own MLflow; this server knows none.
+            collection="ragcycle__v1",
             overrides=overrides(indexed, mlflow={"tracking_uri": mlflow_server}),
         )
     )

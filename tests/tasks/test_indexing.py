@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -198,3 +199,23 @@ def test_a_partition_processed_twice_is_the_same_as_once(
     assert not old_ids_of_a & set(after_first)
     current = index.document_states()["a.md"]
     assert current.is_current(next(iter(current.chunks_by_hash)), settings.chunking.config_hash())
+
+
+def test_retrieval_latency_is_measured_per_question(settings: Settings, embedder: Any) -> None:
+    """Regression: an evaluation's per-question latencies were the batch time divided evenly,
+    so every question read the same and p50 equalled p95."""
+    from tasks.retrieval import retrieve_many
+
+    texts = [f"Fact number {i} is about the colour of a {word}." for i, word in enumerate("abcdef")]
+    index = open_index(settings, "latency")
+    index.upsert(
+        [f"c{i}" for i in range(len(texts))],
+        embedder.embed(texts),
+        texts,
+        [{"doc_id": f"d{i}"} for i in range(len(texts))],
+    )
+    questions = ["colour?", "What is fact number three about, in a few words, please?", "x"]
+    each = [r.latency_ms["retrieve"] for r in retrieve_many(questions, index, embedder, 2)]
+    assert len(set(each)) == len(questions) and all(ms > 0 for ms in each)
+    batched = retrieve_many(questions, index, embedder, 2, batched=True)
+    assert len({r.latency_ms["retrieve"] for r in batched}) == 1  # what benchmarks still get

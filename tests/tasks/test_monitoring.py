@@ -6,7 +6,7 @@ from pathlib import Path
 
 from tasks.indexing.store import DocumentState
 from tasks.loading import UNREADABLE, SourceFile, hash_sources
-from tasks.monitoring import corpus_drift, unindexed_of, unindexed_tag
+from tasks.monitoring import baseline_metrics, corpus_drift, unindexed_of, unindexed_tag
 from tasks.versions import corpus_snapshot
 
 
@@ -58,3 +58,41 @@ def test_the_unindexed_tag_round_trips_and_reads_older_lists() -> None:
     assert unindexed_of('["old.pdf"]') == {"old.pdf": ""}
     long = unindexed_tag([f"file-{n:04d}.pdf" for n in range(500)], {}, limit=200)
     assert len(long) <= 200 and unindexed_of(long)  # truncated to valid JSON, never cut mid-way
+
+
+def test_baseline_takes_only_comparable_runs_of_the_live_version(tmp_path: Path) -> None:
+    """Regression: the baseline median mixed evaluations of other collections, rejected
+    candidates and failed runs into the live version's history."""
+    import mlflow
+    from mlflow import MlflowClient
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(tracking_uri=uri)
+    evals = client.create_experiment("eval", artifact_location=(tmp_path / "a").as_uri())
+    life = client.create_experiment("life", artifact_location=(tmp_path / "b").as_uri())
+
+    def run(experiment: str, mrr: float, version: int, role: str, **extra: str) -> str:
+        tags = {
+            "ragcycle.kind": "evaluation",
+            "ragcycle.dataset_digest": extra.pop("digest", "gold"),
+            "ragcycle.index_version": str(version),
+            "ragcycle.role": role,
+        }
+        created = client.create_run(experiment, tags=tags)
+        client.log_metric(created.info.run_id, "mrr", mrr)
+        client.set_terminated(created.info.run_id, extra.pop("status", "FINISHED"))
+        return str(created.info.run_id)
+
+    mlflow.set_tracking_uri(uri)
+    run(evals, 0.80, 3, "monitor")
+    run(life, 0.90, 3, "candidate configured")  # the run that promoted v3
+    run(life, 0.70, 2, "champion")  # the version before, as champion
+    run(life, 0.10, 4, "candidate small")  # a rejected challenger: a later number
+    run(life, 0.15, 1, "candidate k1")  # a rejected challenger of an earlier reindex
+    run(evals, 0.05, 3, "monitor", digest="other")  # another golden set
+    run(evals, 0.01, 3, "monitor", status="FAILED")
+    current = run(evals, 0.02, 3, "monitor")  # the evaluation being checked
+    baseline = baseline_metrics(
+        uri, ["eval", "life"], ["mrr"], 5, exclude_run=current, version=3, digest="gold"
+    )
+    assert baseline == {"mrr": 0.80}  # median of 0.80, 0.90 and 0.70
