@@ -92,6 +92,7 @@ def reindex(request: ReindexRequest) -> dict[str, Any]:
         corpus_of,
         configured_overrides=request.config,
         only=request.candidates,
+        force=request.force,
     )
     if not request.force:
         contenders, busy = _not_being_built(registry, contenders, settings)
@@ -240,7 +241,10 @@ def _groups(
                 parent_run_id=parent,
                 config_file=request.config_file,
                 base_overrides=base,
-                reuse_collection=live.collection if key == live_key and live else None,
+                # --force rebuilds even what the live collection already holds.
+                reuse_collection=(
+                    live.collection if live and key == live_key and not request.force else None
+                ),
                 # Two progress displays at once would fight over the terminal.
                 progress=not parallel and bool(base.get("progress", True)),
             ),

@@ -69,10 +69,12 @@ def plan_contenders(
     *,
     configured_overrides: dict[str, Any],
     only: Sequence[str] | None = None,
+    force: bool = False,
 ) -> tuple[list[Contender], list[str]]:
     """The contenders worth building, and one line for each one left out and why.
 
-    ``corpus_of`` hashes the sources under a contender's file types (cached by the caller).
+    ``corpus_of`` hashes the sources under a contender's file types (cached by the caller);
+    ``force`` keeps a contender even when it is what is live (a rebuild of the same).
     Challengers need a live version to challenge; the first version is the configured one.
     """
     contenders = [
@@ -96,7 +98,7 @@ def plan_contenders(
     seen: dict[str, str] = {}
     for contender in contenders:
         target = contender.target
-        if live is not None and target == live.target:
+        if live is not None and target == live.target and not force:
             skipped.append(f"{contender.name}: is what version {live.version} serves")
         elif target in seen:
             skipped.append(f"{contender.name}: same target as {seen[target]}")

@@ -160,3 +160,45 @@ def test_killed_rebuild_leaves_live_serving_and_next_rebuild_completes(
     assert decision["decision"] == "promoted", decision
     statuses = {v.version: v.status for v in registry(data).versions()}
     assert statuses[2] == "failed" and statuses[decision["version"]] == "live"
+
+
+@pytest.mark.slow
+def test_two_reindexes_started_at_once_build_distinct_versions(
+    sample_corpus: Path, tmp_path: Path, chroma_server: str
+) -> None:
+    """Regression: two reindexes started together computed the same next version number
+    client-side and built into the same `__vN` collection. Two CLI processes, one Chroma
+    server (embedded Chroma is a single-process store), one MLflow registry."""
+    data = tmp_path / "data"
+    markdown = sample_corpus / "markdown"
+    config = tmp_path / "ragcycle.toml"
+    config.write_text(
+        f'data_dir = "{data}"\nprogress = false\n[chroma]\nurl = "{chroma_server}"\n'
+        f'collection = "race"\n[evaluation]\nmlflow_genai = false\n'
+        f'[lifecycle]\nsources = ["{markdown}"]\ngolden_dataset = "{GOLDEN}"\n'
+    )
+
+    def cli(*arguments: str, home: str) -> subprocess.Popen[str]:
+        return subprocess.Popen(
+            [sys.executable, "-m", "ragcycle.cli", *arguments, "--json", "-c", str(config)],
+            env=own_cache_env(PREFECT_HOME=str(tmp_path / home)),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+
+    first = cli("ingest", home="p0")
+    out, err = first.communicate(timeout=300)
+    assert first.returncode == 0, err[-2000:]
+    racers = [cli("reindex", "--force", "--serial", home=f"p{i}") for i in (1, 2)]
+    results = []
+    for racer in racers:
+        out, err = racer.communicate(timeout=600)
+        assert racer.returncode == 0, err[-2000:]
+        results.append(json.loads(out))
+    versions = sorted(
+        candidate["version"] for result in results for candidate in result["candidates"]
+    )
+    collections = {c["collection"] for result in results for c in result["candidates"]}
+    assert versions == [2, 3] and collections == {"race__v2", "race__v3"}
+    assert {r["decision"] for r in results} <= {"promoted", "rejected"}
