@@ -54,6 +54,15 @@ def load_sentence_transformer(path: str, device: str) -> SentenceTransformer:
     return SentenceTransformer(path, device=device, local_files_only=True)
 
 
+@functools.lru_cache(maxsize=4)
+def model_lock(path: str, device: str) -> threading.RLock:
+    """One lock per loaded model: its fast tokenizer keeps padding and truncation state that
+    every call resets, so two threads encoding at once (parallel reindex contenders, API
+    requests) corrupt each other's batches. Inference gains nothing from running two encodes
+    side by side on the same cores anyway."""
+    return threading.RLock()
+
+
 class SentenceTransformerEmbedder:
     """The real embedder: batched, normalized, from a local model folder, loaded lazily."""
 
@@ -79,6 +88,11 @@ class SentenceTransformerEmbedder:
         return load_sentence_transformer(str(self.model_path), self.device)
 
     @property
+    def lock(self) -> threading.RLock:
+        """Held around every use of the model and its tokenizer (see :func:`model_lock`)."""
+        return model_lock(str(self.model_path), self.device)
+
+    @property
     def dimension(self) -> int:
         dim = self.model.get_sentence_embedding_dimension()
         return int(dim) if dim is not None else len(self.embed(["probe"])[0])
@@ -93,13 +107,14 @@ class SentenceTransformerEmbedder:
         parts: list[np.ndarray] = []
         for offset in range(0, len(texts), self.batch_size):
             batch = list(texts[offset : offset + self.batch_size])
-            vectors = model.encode(
-                batch,
-                batch_size=self.batch_size,
-                normalize_embeddings=self.normalize,
-                convert_to_numpy=True,
-                show_progress_bar=False,
-            )
+            with self.lock:
+                vectors = model.encode(
+                    batch,
+                    batch_size=self.batch_size,
+                    normalize_embeddings=self.normalize,
+                    convert_to_numpy=True,
+                    show_progress_bar=False,
+                )
             parts.append(np.asarray(vectors, dtype=np.float32))
             if on_progress is not None:
                 on_progress(len(batch))

@@ -75,6 +75,7 @@ class StaticSentenceScorer:
     def __init__(self, embedder: Any) -> None:
         model = embedder.model
         self.tokenizer = model.tokenizer
+        self.lock = embedder.lock
         table = model[0].auto_model.get_input_embeddings().weight.detach().cpu().numpy()
         self.table = (table - table.mean(axis=0)).astype(np.float32)
         vocab = self.tokenizer.get_vocab()
@@ -83,11 +84,13 @@ class StaticSentenceScorer:
         )
 
     def vector(self, text: str) -> np.ndarray:
-        ids = [
-            i
-            for i in self.tokenizer.encode(text, add_special_tokens=False, verbose=False)
-            if i not in self.ignored and self.tokenizer.convert_ids_to_tokens(i).isalnum()
-        ]
+        with self.lock:
+            encoded = self.tokenizer.encode(text, add_special_tokens=False, verbose=False)
+            ids = [
+                i
+                for i in encoded
+                if i not in self.ignored and self.tokenizer.convert_ids_to_tokens(i).isalnum()
+            ]
         if not ids:
             return np.zeros(self.table.shape[1], dtype=np.float32)
         summed = self.table[ids].sum(axis=0)
@@ -198,8 +201,10 @@ class ExtractiveGenerator:
 def token_counter(embedder: Any) -> TokenCounter:
     """Counts tokens with the embedding model's tokenizer: offline, and close to LLM counts."""
     tokenizer = embedder.model.tokenizer
+    lock = embedder.lock
 
     def count(text: str) -> int:
-        return len(tokenizer.encode(text, add_special_tokens=False, verbose=False))
+        with lock:
+            return len(tokenizer.encode(text, add_special_tokens=False, verbose=False))
 
     return count

@@ -23,7 +23,7 @@ def test_ingest_into_a_chroma_server(
     assert report["documents"]["new"] == 3
     host, port = chroma_server.removeprefix("http://").split(":")
     client = chromadb.HttpClient(host=host, port=int(port))
-    collection = client.get_collection("served")
+    collection = client.get_collection("served__v1")  # the index's first version
     assert collection.count() == report["chunks"]["total"] > 0
     metadatas = collection.get(include=["metadatas"])["metadatas"] or []
     assert {m["doc_id"] for m in metadatas} == {

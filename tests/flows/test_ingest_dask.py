@@ -53,12 +53,13 @@ def test_dask_partitions_match_the_thread_pool_and_rerun_is_a_noop(
     assert on_dask["documents"]["new"] >= 7 and on_dask["documents"]["failed"] >= 3
     assert {f["doc_id"] for f in on_dask["failed"]} == {f["doc_id"] for f in on_threads["failed"]}
     assert on_dask["chunks"]["written"] == on_dask["chunks"]["total"] > 100
-    assert chunk_ids(chroma_server, "on-dask") == chunk_ids(chroma_server, "on-threads")
+    # Each name is an index whose first ingest is its version 1.
+    assert chunk_ids(chroma_server, "on-dask__v1") == chunk_ids(chroma_server, "on-threads__v1")
 
     again = ingest(IngestRequest(paths=[str(sample_corpus)], collection="on-dask", overrides=dask))
     assert again["chunks"]["written"] == again["chunks"]["embedded"] == 0
     assert again["documents"]["unchanged"] == on_dask["documents"]["new"]
-    assert chunk_ids(chroma_server, "on-dask") == chunk_ids(chroma_server, "on-threads")
+    assert chunk_ids(chroma_server, "on-dask__v1") == chunk_ids(chroma_server, "on-threads__v1")
 
 
 def test_dask_needs_a_chroma_server(tmp_path: Path) -> None:

@@ -363,7 +363,7 @@ def test_lifecycle_through_deployments_on_a_worker(stack: Stack) -> None:
     report = next(a["data"] for a in artifacts if a["key"] == "ingest-ragcycle--v1")
     total = int(re.search(r"\| total \| (\d+) \|", report).group(1))  # type: ignore[union-attr]
     assert stack.chroma_counts()["ragcycle__v1"] == total > 50
-    assert stack.live_collection() == "ragcycle__v1"
+    assert mlflow.live_collection() == "ragcycle__v1"
 
     # Evaluate: one MLflow run on the server, its artifacts stored by the server.
     stack.run("evaluate/evaluate")
@@ -379,7 +379,7 @@ def test_lifecycle_through_deployments_on_a_worker(stack: Stack) -> None:
     submitted = stack.cli("reindex", "--deployment", "--reason", "by hand")
     assert wait_final(stack.prefect, submitted["flow_run_id"]) == "COMPLETED"
     assert mlflow.decisions() == ["noop"]
-    assert stack.live_collection() == "ragcycle__v1"
+    assert mlflow.live_collection() == "ragcycle__v1"
 
     stack.run("monitor/monitor")
     assert mlflow.decisions()[-1] == "ok"
@@ -393,8 +393,8 @@ def test_lifecycle_through_deployments_on_a_worker(stack: Stack) -> None:
     assert [wait_final(stack.prefect, run["id"]) for run in triggered] == ["COMPLETED"]
     assert triggered[0]["parameters"]["request"]["reason"].startswith("monitor: ")
     assert mlflow.decisions()[-1] == "promoted"
-    assert stack.live_collection() == "ragcycle__v2"
-    assert stack.live_collection("previous") == "ragcycle__v1"
+    assert mlflow.live_collection() == "ragcycle__v2"
+    assert mlflow.live_collection("previous") == "ragcycle__v1"
     counts = stack.chroma_counts()
     assert counts["ragcycle__v2"] > counts["ragcycle__v1"]
 
@@ -425,12 +425,12 @@ def test_lifecycle_through_deployments_on_a_worker(stack: Stack) -> None:
     assert new_decisions.count("promoted") == 1, (states, new_decisions)
     assert set(new_decisions) <= {"promoted", "noop"}, new_decisions
     assert set(states) <= {"COMPLETED", "CANCELLED"}, states
-    assert stack.live_collection() == "ragcycle__v3"
+    assert mlflow.live_collection() == "ragcycle__v3"
 
     # Roll back by hand: the previous version is live again, and status says so.
     restored = stack.cli("index", "rollback")
     assert restored["version"] == 2 and "champion" in restored["aliases"]
-    assert stack.live_collection() == "ragcycle__v2"
+    assert mlflow.live_collection() == "ragcycle__v2"
     assert stack.cli("status")["live"]["collection"] == "ragcycle__v2"
 
 
