@@ -211,6 +211,7 @@ def evaluate(request: EvaluateRequest) -> dict[str, Any]:
         "ci": report["ci"],
         "questions": summary.questions,
         "failed_rows": golden.errors,
+        "skipped_lines": [{"line": e["line"], "reason": e["error"]} for e in golden.errors],
         "version": version,
         "dataset_digest": golden.digest,
         # For the paired gate: per question (repeats averaged) and questions whose verdict flips.

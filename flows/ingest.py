@@ -23,7 +23,7 @@ from ragcycle.errors import ConfigError
 from ragcycle.progress import progress_bars
 from ragcycle.runtime import configure_environment
 from ragcycle.settings import ChunkingSettings, Settings, load_settings
-from tasks.chunking import chunk_documents, flatten_chunks
+from tasks.chunking import chunk_within_limit, flatten_chunks
 from tasks.embedding import (
     EmbeddingCache,
     ProgressCallback,
@@ -34,7 +34,8 @@ from tasks.embedding import (
 from tasks.indexing.plan import Partition, PartitionResult, partition_plan, plan_ingest_task
 from tasks.indexing.store import VectorIndex, document_states_task, open_index
 from tasks.indexing.writes import remove_documents_task, write_documents
-from tasks.loading import discover_sources, load_documents
+from tasks.loading import load_documents, walk_sources
+from tasks.retrying import worth_retrying
 from tasks.tracking.reports import IngestReport, StageTimer, publish_ingest_report
 from tasks.tracking.runs import mlflow_client
 from tasks.versions import VersionRegistry, resolve_serving
@@ -66,16 +67,22 @@ def ingest_partition(
     *,
     passwords: Sequence[SecretStr] = (),
     min_pdf_chars_per_page: int = 0,
+    max_file_bytes: int | None = None,
+    max_chunks: int = 10_000,
     on_progress: ProgressCallback | None = None,
 ) -> PartitionResult:
     """Load, chunk, embed and write one partition; bad files are recorded, not raised."""
     seconds: dict[str, float] = {}
     begun = time.perf_counter()
     documents, failures = load_documents(
-        partition.sources, passwords=passwords, min_pdf_chars_per_page=min_pdf_chars_per_page
+        partition.sources,
+        passwords=passwords,
+        min_pdf_chars_per_page=min_pdf_chars_per_page,
+        max_file_bytes=max_file_bytes,
     )
     seconds["load"], begun = time.perf_counter() - begun, time.perf_counter()
-    chunks = chunk_documents(documents, chunking)
+    documents, chunks, too_long = chunk_within_limit(documents, chunking, max_chunks)
+    failures = [*failures, *too_long]
     ordered = flatten_chunks(documents, chunks)
     seconds["chunk"], begun = time.perf_counter() - begun, time.perf_counter()
     vectors, embedded = embed_with_cache(
@@ -106,6 +113,7 @@ def ingest_partition(
     cache_policy=NO_CACHE,
     retries=2,
     retry_delay_seconds=[2, 10],
+    retry_condition_fn=worth_retrying,
 )
 def ingest_partition_task(
     settings: Settings,
@@ -130,6 +138,8 @@ def ingest_partition_task(
             settings.chunking,
             passwords=settings.ingest.pdf_passwords,
             min_pdf_chars_per_page=settings.ingest.min_pdf_chars_per_page,
+            max_file_bytes=settings.ingest.max_file_bytes,
+            max_chunks=settings.ingest.max_chunks_per_document,
             on_progress=on_progress,
         )
     finally:
@@ -192,7 +202,8 @@ def ingest(request: IngestRequest) -> dict[str, Any]:
     prune_roots = [str(p.expanduser().absolute()) for p in paths if prune and p.is_dir()]
 
     with timer.stage("plan"):
-        sources = discover_sources(paths, settings.ingest.extensions)
+        sources, passed_over = walk_sources(paths, settings.ingest.extensions)
+        report.warnings.extend(passed_over)
         states = document_states_task(index)
         plan = plan_ingest_task(sources, states, chunking_hash, prune_roots)
     report.record_plan(unchanged=len(plan.unchanged), removed=len(plan.removed))

@@ -49,6 +49,9 @@ def library_environment(settings: Settings) -> dict[str, str]:
     env["PREFECT_LOGGING_LEVEL"] = settings.log_level.upper()
     if settings.prefect.api_url:
         env["PREFECT_API_URL"] = settings.prefect.api_url
+    env["MLFLOW_HTTP_REQUEST_TIMEOUT"] = str(settings.mlflow.request_timeout_seconds)
+    env["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = str(settings.mlflow.request_max_retries)
+    env["MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR"] = str(settings.mlflow.request_backoff_factor)
     if settings.verbose:
         env["RAGCYCLE_VERBOSE"] = "true"  # flows load their own settings: pass --verbose on
     # MLflow's client reads credentials for a server with basic-auth from these variables only.

@@ -26,7 +26,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from ragcycle.settings import ChunkingSettings
-from tasks.loading import Document
+from tasks.loading import Document, LoadFailure
 from tasks.text import sentence_breaks
 
 __all__ = [
@@ -252,6 +252,41 @@ def chunk_documents(
 ) -> dict[str, list[Chunk]]:
     """Chunks of each document, keyed by document id."""
     return {document.doc_id: chunk_document(document, settings) for document in documents}
+
+
+def chunk_within_limit(
+    documents: Sequence[Document], settings: ChunkingSettings, max_chunks: int
+) -> tuple[list[Document], dict[str, list[Chunk]], list[LoadFailure]]:
+    """Chunk ``documents``, skipping any that would exceed ``max_chunks`` chunks.
+
+    A document is measured before it is cut (its length over the chunk size is a lower bound,
+    exact for fixed windows), so a 50 MB file is turned away in milliseconds; one the estimate
+    lets through but the real count exceeds is dropped after chunking. Either way it is
+    reported, never half-indexed.
+    """
+    kept: list[Document] = []
+    chunks: dict[str, list[Chunk]] = {}
+    skipped: list[LoadFailure] = []
+    step = settings.size - settings.overlap if settings.strategy == "fixed" else settings.size
+    for document in documents:
+        estimate = 1 if settings.strategy == "whole" else -(-document.char_count // step)
+        if estimate <= max_chunks:
+            cut = chunk_document(document, settings)
+            if len(cut) <= max_chunks:
+                kept.append(document)
+                chunks[document.doc_id] = cut
+                continue
+            estimate = len(cut)
+        skipped.append(
+            LoadFailure(
+                document.source,
+                document.doc_id,
+                f"{estimate:,} chunks or more, over ingest.max_chunks_per_document"
+                f" ({max_chunks:,})",
+                "skipped",
+            )
+        )
+    return kept, chunks, skipped
 
 
 @task(name="chunk-documents", task_run_name="chunk-{label}", cache_policy=NO_CACHE)

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -35,6 +36,7 @@ __all__ = [
     "html_to_text",
     "load_document",
     "load_documents",
+    "walk_sources",
 ]
 
 
@@ -89,18 +91,66 @@ def discover_sources(paths: Sequence[Path], extensions: Iterable[str]) -> list[S
     Unsupported suffixes in directories are ignored; a file named explicitly is returned whatever
     its suffix, so loading can report it instead of dropping it silently.
     """
+    return walk_sources(paths, extensions)[0]
+
+
+def walk_sources(
+    paths: Sequence[Path], extensions: Iterable[str]
+) -> tuple[list[SourceFile], list[dict[str, str]]]:
+    """:func:`discover_sources`, plus a warning for every path passed over and why: symlink
+    loops, broken links, unreadable directories, names with control characters.
+
+    Symlinked directories are followed (a corpus assembled from links is common), each real
+    directory once, so a link back to an ancestor is a loop to report, not to recurse into.
+    """
     suffixes = {suffix.lower() for suffix in extensions}
     found: dict[str, SourceFile] = {}
+    warnings: list[dict[str, str]] = []
     for raw in paths:
         path = Path(raw).expanduser().absolute()
         if path.is_dir():
-            for file in sorted(path.rglob("*")):
-                if file.is_file() and file.suffix.lower() in suffixes and not _hidden(file, path):
+            for file, problem in _walk(path):
+                if problem is not None:
+                    warnings.append({"path": str(file), "warning": problem})
+                elif file.suffix.lower() in suffixes and not _hidden(file, path):
                     doc_id = file.relative_to(path).as_posix()
                     found[doc_id] = SourceFile(path=file, root=path, doc_id=doc_id)
+        elif _CONTROL.search(path.name):
+            warnings.append({"path": repr(str(path)), "warning": _CONTROL_WARNING})
         else:
             found[path.name] = SourceFile(path=path, root=path.parent, doc_id=path.name)
-    return [found[key] for key in sorted(found)]
+    return [found[key] for key in sorted(found)], warnings
+
+
+# A newline or other control character in a file name would end up inside a document id, a
+# Chroma metadata value and every report line that names it.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_CONTROL_WARNING = "skipped: the name contains control characters; rename the file"
+
+
+def _walk(root: Path) -> Iterator[tuple[Path, str | None]]:
+    """Files under ``root`` (sorted), or a path and the reason it was passed over."""
+    seen: set[tuple[int, int]] = set()
+    errors: list[OSError] = []
+    for folder, dirs, files in os.walk(root, followlinks=True, onerror=errors.append):
+        here = Path(folder)
+        stat = here.stat()
+        if (stat.st_dev, stat.st_ino) in seen:
+            dirs.clear()
+            yield here, f"skipped: symlink loop or duplicate (to {here.resolve()}, already walked)"
+            continue
+        seen.add((stat.st_dev, stat.st_ino))
+        dirs.sort()
+        for name in sorted(files):
+            file = here / name
+            if _CONTROL.search(name):
+                yield Path(repr(str(file))), _CONTROL_WARNING
+            elif file.is_symlink() and not file.exists():
+                yield file, "skipped: broken symlink"
+            else:
+                yield file, None
+    for error in errors:
+        yield Path(str(error.filename)), f"skipped: cannot read directory ({error.strerror})"
 
 
 def _hidden(file: Path, root: Path) -> bool:
@@ -112,10 +162,24 @@ def file_content_hash(data: bytes) -> str:
 
 
 def load_document(
-    source: SourceFile, *, passwords: Sequence[SecretStr] = (), min_pdf_chars_per_page: int = 0
+    source: SourceFile,
+    *,
+    passwords: Sequence[SecretStr] = (),
+    min_pdf_chars_per_page: int = 0,
+    max_file_bytes: int | None = None,
 ) -> Document:
-    """Read one file into a :class:`Document` or raise :class:`DocumentError` saying why not."""
+    """Read one file into a :class:`Document` or raise :class:`DocumentError` saying why not.
+
+    A file over ``max_file_bytes`` is skipped before it is read, so one huge file cannot take
+    the memory of a whole partition.
+    """
     try:
+        size = source.path.stat().st_size
+        if max_file_bytes is not None and size > max_file_bytes:
+            raise DocumentError(
+                f"{size:,} bytes, over ingest.max_file_bytes ({max_file_bytes:,})",
+                status="skipped",
+            )
         data = source.path.read_bytes()
     except FileNotFoundError:
         raise DocumentError("file not found") from None
@@ -295,6 +359,7 @@ def load_documents(
     *,
     passwords: Sequence[SecretStr] = (),
     min_pdf_chars_per_page: int = 0,
+    max_file_bytes: int | None = None,
 ) -> tuple[list[Document], list[LoadFailure]]:
     """Load many files; each failure is recorded, none stops the others."""
     documents: list[Document] = []
@@ -303,7 +368,10 @@ def load_documents(
         try:
             documents.append(
                 load_document(
-                    source, passwords=passwords, min_pdf_chars_per_page=min_pdf_chars_per_page
+                    source,
+                    passwords=passwords,
+                    min_pdf_chars_per_page=min_pdf_chars_per_page,
+                    max_file_bytes=max_file_bytes,
                 )
             )
         except DocumentError as exc:

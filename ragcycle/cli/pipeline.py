@@ -119,6 +119,9 @@ def _print_ingest_report(report: dict[str, Any]) -> None:
         for item in report["failed"]:
             table.add_row(item["doc_id"], item["status"], item["reason"])
         console.print(table)
+    for item in report["warnings"]:
+        where = item.get("doc_id") or item.get("path")
+        console.print(f"[yellow]warning:[/yellow] {where}: {item['warning']}", highlight=False)
 
 
 @app.command()
@@ -205,7 +208,7 @@ def eval_(
     except RagcycleError as exc:
         raise fail(exc) from None
     if as_json:
-        keys = ("run_id", "experiment", "metrics", "questions", "failed_rows")
+        keys = ("run_id", "experiment", "metrics", "questions", "skipped_lines", "failed_rows")
         typer.echo(jsonout.dumps({key: result[key] for key in keys}))
         return
     table = Table(

@@ -66,6 +66,15 @@ class IngestSettings(BaseModel):
     pdf_passwords: list[SecretStr] = Field(
         default_factory=list, description="tried in order on encrypted PDFs after the empty one"
     )
+    # A file is read whole into memory; 64 MiB of text is ~1 GB resident while it is parsed.
+    max_file_bytes: int = Field(
+        64 * 1024 * 1024, ge=1, description="larger files are skipped, with the limit in the report"
+    )
+    # 10,000 chunks of 800 characters is a 3,000-page book and ~9 minutes of embedding on 2
+    # cores; a document past that is more likely a log or a dump than something to ask about.
+    max_chunks_per_document: int = Field(
+        10_000, ge=1, description="documents that would cut into more chunks are skipped"
+    )
 
 
 class RetrievalSettings(BaseModel):

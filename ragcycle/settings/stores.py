@@ -92,6 +92,15 @@ class MlflowSettings(BaseModel):
     password: SecretStr | None = Field(
         None, description="password of a server with basic-auth (secret: env, never logged)"
     )
+    # MLflow's own defaults (120 s a request, 7 retries with doubling back-off) turn an outage
+    # into a quarter of an hour of silence; these report one within ~20 s.
+    request_timeout_seconds: int = Field(
+        5, ge=1, description="seconds before one request to a tracking server gives up"
+    )
+    request_max_retries: int = Field(
+        2, ge=0, description="retries of a failed request to a tracking server"
+    )
+    request_backoff_factor: int = Field(1, ge=0, description="seconds, doubled per retry")
 
 
 class PrefectSettings(BaseModel):

@@ -52,8 +52,20 @@ class GoldenSet:
         return self.path.stem
 
 
-def load_golden(path: Path) -> GoldenSet:
-    """Read a JSONL golden set; bad lines are reported with their number, the rest is kept."""
+# A golden question is something a user types; an answer a paragraph or two. Far longer lines
+# are mistakes (a document pasted in), and evaluating them costs gigabytes for nothing.
+MAX_QUESTION_CHARS = 2_000
+MAX_ANSWER_CHARS = 20_000
+
+
+def load_golden(
+    path: Path,
+    *,
+    max_question_chars: int = MAX_QUESTION_CHARS,
+    max_answer_chars: int = MAX_ANSWER_CHARS,
+) -> GoldenSet:
+    """Read a JSONL golden set; bad lines are reported with their number and reason (wrong type,
+    missing, too long), the rest is kept."""
     try:
         raw = path.read_bytes()
     except OSError as exc:
@@ -64,7 +76,9 @@ def load_golden(path: Path) -> GoldenSet:
         if not line.strip():
             continue
         try:
-            items.append(_parse_item(number, json.loads(line)))
+            items.append(
+                _parse_item(number, json.loads(line), max_question_chars, max_answer_chars)
+            )
         except json.JSONDecodeError as exc:
             errors.append({"line": number, "error": f"invalid JSON: {exc.msg}"})
         except ValueError as exc:
@@ -74,15 +88,30 @@ def load_golden(path: Path) -> GoldenSet:
     return GoldenSet(path, items, errors, hashlib.sha256(raw).hexdigest()[:16])
 
 
-def _parse_item(number: int, data: Any) -> GoldenItem:
+def _parse_item(
+    number: int, data: Any, max_question_chars: int, max_answer_chars: int
+) -> GoldenItem:
     if not isinstance(data, dict):
-        raise ValueError("a line must be a JSON object")
-    question = data.get("question")
-    if not isinstance(question, str) or not question.strip():
-        raise ValueError("missing or empty 'question'")
+        raise ValueError(f"a line must be a JSON object, not {_json_type(data)}")
+    if "question" not in data:
+        raise ValueError("missing 'question'")
+    question = data["question"]
+    if not isinstance(question, str):
+        raise ValueError(f"'question' must be a string, not {_json_type(question)}")
+    if not question.strip():
+        raise ValueError("empty 'question'")
+    if len(question) > max_question_chars:
+        raise ValueError(
+            f"'question' has {len(question):,} characters, over the limit of {max_question_chars:,}"
+        )
     answer = data.get("expected_answer")
     if answer is not None and not isinstance(answer, str):
-        raise ValueError("'expected_answer' must be a string or null")
+        raise ValueError(f"'expected_answer' must be a string or null, not {_json_type(answer)}")
+    if answer is not None and len(answer) > max_answer_chars:
+        raise ValueError(
+            f"'expected_answer' has {len(answer):,} characters,"
+            f" over the limit of {max_answer_chars:,}"
+        )
     sources = data.get("expected_sources") or []
     if not isinstance(sources, list) or not all(isinstance(s, str) for s in sources):
         raise ValueError("'expected_sources' must be a list of strings")
@@ -98,6 +127,13 @@ def _parse_item(number: int, data: Any) -> GoldenItem:
         tuple(sources),
         {key: tuple(value) for key, value in pages.items()},
     )
+
+
+def _json_type(value: Any) -> str:
+    """The JSON name of a parsed value's type, as the person who wrote the line sees it."""
+    names = {bool: "a boolean", int: "a number", float: "a number", str: "a string"}
+    names |= {list: "an array", dict: "an object", type(None): "null"}
+    return names.get(type(value), type(value).__name__)
 
 
 def matches_source(doc_id: str, expected: str) -> bool:

@@ -15,6 +15,7 @@ from prefect.cache_policies import NO_CACHE
 
 from ragcycle.errors import ConfigError
 from tasks.indexing.store import Hit
+from tasks.retrying import worth_retrying
 
 __all__ = [
     "DEFAULT_PROMPT",
@@ -98,7 +99,13 @@ def load_prompt(
     return PromptTemplate(name=name, version=str(found.version), template=str(found.template))
 
 
-@task(name="load-prompt", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[1, 5])
+@task(
+    name="load-prompt",
+    cache_policy=NO_CACHE,
+    retries=2,
+    retry_delay_seconds=[1, 5],
+    retry_condition_fn=worth_retrying,
+)
 def load_prompt_task(name: str, version: str | None) -> PromptTemplate:
     """Prefect edge of :func:`load_prompt` (a tracking server can blip)."""
     return load_prompt(name, version)

@@ -20,6 +20,7 @@ from prefect.cache_policies import NO_CACHE
 
 from ragcycle.errors import ConfigError, IndexStoreError
 from ragcycle.settings import HnswSettings, Settings
+from tasks.retrying import worth_retrying
 
 if TYPE_CHECKING:
     from chromadb.api import ClientAPI
@@ -274,7 +275,13 @@ def open_index(
     )
 
 
-@task(name="read-index-state", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[1, 5])
+@task(
+    name="read-index-state",
+    cache_policy=NO_CACHE,
+    retries=2,
+    retry_delay_seconds=[1, 5],
+    retry_condition_fn=worth_retrying,
+)
 def document_states_task(index: VectorIndex) -> dict[str, DocumentState]:
     """Prefect edge of :meth:`VectorIndex.document_states`."""
     return index.document_states()

@@ -17,6 +17,7 @@ from prefect.cache_policies import NO_CACHE
 from tasks.chunking import Chunk, flatten_chunks
 from tasks.indexing.store import DocumentState, Metadata, VectorIndex
 from tasks.loading import Document
+from tasks.retrying import worth_retrying
 
 __all__ = [
     "WriteResult",
@@ -123,6 +124,7 @@ def remove_documents(
     cache_policy=NO_CACHE,
     retries=2,
     retry_delay_seconds=[1, 5],
+    retry_condition_fn=worth_retrying,
 )
 def write_documents_task(
     index: VectorIndex,
@@ -137,7 +139,13 @@ def write_documents_task(
     return write_documents(index, documents, chunks, vectors, states, chunking)
 
 
-@task(name="remove-documents", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[1, 5])
+@task(
+    name="remove-documents",
+    cache_policy=NO_CACHE,
+    retries=2,
+    retry_delay_seconds=[1, 5],
+    retry_condition_fn=worth_retrying,
+)
 def remove_documents_task(
     index: VectorIndex, doc_ids: list[str], states: dict[str, DocumentState]
 ) -> int:

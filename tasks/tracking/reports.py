@@ -144,7 +144,10 @@ def ingest_report_markdown(report: IngestReport) -> str:
         ]
     if report.warnings:
         lines += ["", "## Warnings", ""]
-        lines += [f"- `{item['doc_id']}`: {item['warning']}" for item in report.warnings]
+        lines += [
+            f"- `{item.get('doc_id') or item.get('path')}`: {item['warning']}"
+            for item in report.warnings
+        ]
     return "\n".join(lines) + "\n"
 
 

@@ -22,6 +22,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from ragcycle import jsonout
+from tasks.retrying import worth_retrying
 from tasks.tracking.reports import publish_decision
 
 __all__ = [
@@ -211,7 +212,13 @@ def _genai_evaluate(record: EvaluationRecord, names: list[str]) -> None:
         mlflow.genai.evaluate(data=data, scorers=scorers)
 
 
-@task(name="log-evaluation", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[2, 10])
+@task(
+    name="log-evaluation",
+    cache_policy=NO_CACHE,
+    retries=2,
+    retry_delay_seconds=[2, 10],
+    retry_condition_fn=worth_retrying,
+)
 def log_evaluation_task(
     record: EvaluationRecord,
     tracking_uri: str,
@@ -283,7 +290,13 @@ def log_lifecycle_decision(
         return str(run.info.run_id)
 
 
-@task(name="record-decision", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[2, 10])
+@task(
+    name="record-decision",
+    cache_policy=NO_CACHE,
+    retries=2,
+    retry_delay_seconds=[2, 10],
+    retry_condition_fn=worth_retrying,
+)
 def record_decision_task(
     tracking_uri: str,
     artifact_location: str | None,

@@ -86,19 +86,29 @@ def test_bad_dataset_lines_are_reported_and_the_rest_evaluated(
 ) -> None:
     dataset = tmp_path / "mixed.jsonl"
     good_lines = GOLDEN.read_text().splitlines()[:3]
+    bad = [
+        "{oops",
+        '{"expected_answer": "x"}',
+        '{"question": 42}',
+        json.dumps({"question": "q" * 3000}),
+    ]
     dataset.write_text(
-        "\n".join(
-            [good_lines[0], "{oops", good_lines[1], '{"expected_answer": "x"}', good_lines[2]]
-        )
-        + "\n"
+        "\n".join([good_lines[0], bad[0], good_lines[1], bad[1], good_lines[2], *bad[2:]]) + "\n"
     )
-    result = evaluate(
-        EvaluateRequest(
-            dataset=str(dataset), overrides=overrides(indexed, evaluation={"mlflow_genai": False})
-        )
+    config = tmp_path / "ragcycle.toml"
+    config.write_text(
+        f'data_dir = "{indexed}"\nprogress = false\n[evaluation]\nmlflow_genai = false\n'
     )
+    shown = CliRunner().invoke(app, ["eval", str(dataset), "--json", "-c", str(config)])
+    assert shown.exit_code == 0, shown.output
+    result = json.loads(shown.stdout)
     assert result["questions"] == 3
-    assert [row["line"] for row in result["failed_rows"]] == [2, 4]
+    assert result["skipped_lines"] == [
+        {"line": 2, "reason": "invalid JSON: Expecting property name enclosed in double quotes"},
+        {"line": 4, "reason": "missing 'question'"},
+        {"line": 6, "reason": "'question' must be a string, not a number"},
+        {"line": 7, "reason": "'question' has 3,000 characters, over the limit of 2,000"},
+    ]
 
 
 def test_repeats_give_intervals_over_questions(indexed: Path) -> None:
