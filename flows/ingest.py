@@ -35,6 +35,7 @@ from tasks.indexing.plan import Partition, PartitionResult, partition_plan, plan
 from tasks.indexing.store import VectorIndex, document_states_task, open_index
 from tasks.indexing.writes import remove_documents_task, write_documents
 from tasks.loading import load_documents, walk_sources
+from tasks.locking import writer_lock
 from tasks.retrying import worth_retrying
 from tasks.tracking.reports import IngestReport, StageTimer, publish_ingest_report
 from tasks.tracking.runs import mlflow_client
@@ -171,9 +172,14 @@ def _finish_first_version(
 @flow(name="ingest", log_prints=False)
 def ingest(request: IngestRequest) -> dict[str, Any]:
     """Bring the collection in line with the files: add new, redo changed, drop deleted ones."""
-    logger = get_run_logger()
     settings = load_settings(request.config_file, **request.overrides)
     configure_environment(settings)
+    with writer_lock(settings.data_dir, "ingest", settings.writer_wait_seconds):
+        return _ingest(request, settings)
+
+
+def _ingest(request: IngestRequest, settings: Settings) -> dict[str, Any]:
+    logger = get_run_logger()
     mlflow_client(settings.mlflow_tracking_uri)
     timer = StageTimer()
     serving = resolve_serving(settings, request.collection, overrides=request.overrides)

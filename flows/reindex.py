@@ -20,6 +20,7 @@ from ragcycle.runtime import configure_environment
 from ragcycle.settings import Settings, load_settings, merge_nested
 from tasks.challengers import Contender, plan_contenders, share_key
 from tasks.indexing.store import open_chroma_client
+from tasks.locking import writer_lock
 from tasks.promotion import GateStats, gate_names
 from tasks.reindex_report import gate_contenders, summarize_candidates
 from tasks.tracking.runs import mlflow_client, record_decision_task, start_lifecycle_run
@@ -56,10 +57,15 @@ class ReindexRequest(BaseModel):
 def reindex(request: ReindexRequest) -> dict[str, Any]:
     """Build, evaluate, compare, then promote the best contender or none; a no-op when every
     contender is live or being built, so a burst of triggers leads to one rebuild."""
-    logger = get_run_logger()
-    begun = time.perf_counter()
     settings = load_settings(request.config_file, **request.overrides)
     configure_environment(settings)
+    with writer_lock(settings.data_dir, "reindex", settings.writer_wait_seconds):
+        return _reindex(request, settings)
+
+
+def _reindex(request: ReindexRequest, settings: Settings) -> dict[str, Any]:
+    logger = get_run_logger()
+    begun = time.perf_counter()
     mlflow_client(settings.mlflow_tracking_uri)
     registry = VersionRegistry(settings.mlflow_tracking_uri, settings.chroma.collection)
     live = registry.live()

@@ -10,12 +10,14 @@ these at the boundary so callers never need to import a backend to catch a failu
     ├── GenerationError      the LLM backend failed after its retries
     ├── ModelError           a local model file is absent, corrupt or not a model
     ├── RegistryError        the index version registry (MLflow) cannot be read or written
+    └── BusyError            another writer holds the data dir
     └── DatasetError         a golden dataset or benchmark set cannot be used at all
 """
 
 from __future__ import annotations
 
 __all__ = [
+    "BusyError",
     "ConfigError",
     "DatasetError",
     "DocumentError",
@@ -62,3 +64,7 @@ class DatasetError(RagcycleError):
 
 class RegistryError(RagcycleError):
     """The index version registry cannot be read or written (MLflow unreachable, refused)."""
+
+
+class BusyError(RagcycleError):
+    """Another writer (ingest, reindex, demo) holds the data dir; the message names it."""

@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 from ragcycle.errors import (
+    BusyError,
     ConfigError,
     DatasetError,
     GenerationError,
@@ -46,6 +47,7 @@ _OWN: tuple[tuple[type[RagcycleError], str, str], ...] = (
     (GenerationError, "generation", "check generation.base_url and the model server"),
     (ModelError, "model", "`ragcycle models list` shows what is pulled; `models pull NAME`"),
     (DatasetError, "dataset", "check the dataset path and its format"),
+    (BusyError, "busy", "wait for it to finish, or set writer_wait_seconds to queue behind it"),
 )
 
 # Substrings of library messages -> (kind, what happened, what to do). First match wins.

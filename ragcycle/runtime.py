@@ -13,7 +13,12 @@ from collections.abc import Mapping
 
 from ragcycle.settings import Settings
 
-__all__ = ["configure_environment", "library_environment", "quiet_console_tracebacks"]
+__all__ = [
+    "configure_environment",
+    "library_environment",
+    "quiet_console_tracebacks",
+    "start_local_prefect",
+]
 
 # Offline and quiet by default: no telemetry, no hub look-ups.
 _OFFLINE_DEFAULTS: Mapping[str, str] = {
@@ -109,3 +114,21 @@ def quiet_console_tracebacks() -> None:
             continue
         if not isinstance(handler.formatter, _WithoutTraceback):
             handler.setFormatter(_WithoutTraceback(handler.formatter or logging.Formatter()))
+
+
+def start_local_prefect(settings: Settings, wait_seconds: float = 300) -> None:
+    """Start this process's temporary Prefect server now, one process at a time per data dir.
+
+    Without a configured server every command starts its own, on the SQLite database under the
+    data dir; two commands starting at once on a new data dir both run its migrations and one
+    fails ("no such table"). Starting here under a file lock lets the first create the schema
+    and the second find it; the flows then reuse the server this started.
+    """
+    if settings.prefect.api_url:
+        return
+    from filelock import FileLock
+    from prefect.client.orchestration import get_client
+
+    lock = FileLock(settings.prefect_home / "start.lock", timeout=wait_seconds)
+    with lock, get_client(sync_client=True) as client:
+        client.api_healthcheck()

@@ -27,6 +27,7 @@ __all__ = [
     "registry_for",
     "script_path",
     "settings_for",
+    "settings_for_flows",
 ]
 
 app = typer.Typer(
@@ -74,6 +75,18 @@ def settings_for(config: Path | None, **overrides: Any) -> Settings:
         err_console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(1) from None
     configure_environment(settings)
+    return settings
+
+
+def settings_for_flows(config: Path | None, **overrides: Any) -> Settings:
+    """:func:`settings_for`, then this process's Prefect (see ``start_local_prefect``)."""
+    from ragcycle.runtime import start_local_prefect
+
+    settings = settings_for(config, **overrides)
+    try:
+        start_local_prefect(settings)
+    except Exception as exc:  # a Prefect that cannot start is reported like any failure
+        raise fail(exc) from None
     return settings
 
 

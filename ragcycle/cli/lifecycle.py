@@ -20,6 +20,7 @@ from ragcycle.cli.common import (
     registry_for,
     script_path,
     settings_for,
+    settings_for_flows,
 )
 from ragcycle.errors import RagcycleError
 
@@ -58,7 +59,7 @@ def reindex(
     The live version keeps answering while the candidate is built; a rejected or failed build
     leaves it untouched. Re-running for a target already live (or being built) is a no-op.
     """
-    settings = settings_for(config, progress=not as_json)
+    settings = settings_for_flows(config, progress=not as_json)
     parameters = {
         "reason": reason,
         "paths": [str(p) for p in paths] if paths else None,
@@ -133,7 +134,7 @@ def monitor(
 ) -> None:
     """Evaluate the live index; check thresholds, the drop against its baseline, corpus and query
     drift; on a failed check, trigger the reindex (an event on a server, a direct run locally)."""
-    settings_for(config, progress=not as_json)
+    settings_for_flows(config, progress=not as_json)
     from flows.monitor import MonitorRequest
     from flows.monitor import monitor as monitor_flow
 
@@ -287,7 +288,7 @@ def demo(
     """
     if not corpus.is_dir():
         raise typer.BadParameter(f"corpus folder {corpus} does not exist")
-    settings = settings_for(config)
+    settings = settings_for_flows(config)
     from flows.demo import run_demo
 
     try:

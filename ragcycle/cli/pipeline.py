@@ -20,6 +20,7 @@ from ragcycle.cli.common import (
     err_console,
     fail,
     settings_for,
+    settings_for_flows,
 )
 from ragcycle.errors import RagcycleError
 
@@ -84,7 +85,7 @@ def ingest(
     missing = [str(path) for path in paths or [] if not path.exists()]
     if missing:
         raise typer.BadParameter(f"no such file or directory: {', '.join(missing)}")
-    settings = settings_for(config, progress=not as_json)
+    settings = settings_for_flows(config, progress=not as_json)
     from flows.ingest import IngestRequest
     from flows.ingest import ingest as ingest_flow
 
@@ -193,7 +194,7 @@ def eval_(
     "pages"}`. Scores retrieval (hit rate, recall, precision, MRR, nDCG at k), answers
     (F1, similarity, faithfulness, relevance, no-answer behaviour), guardrails, latency and cost.
     """
-    settings_for(config, progress=not as_json)
+    settings_for_flows(config, progress=not as_json)
     from flows.evaluate import EvaluateRequest, evaluate
 
     request = EvaluateRequest(
@@ -248,7 +249,7 @@ def benchmark_beir(
     embedding model's published numbers are reproducible; the corpus gets its own collection
     and is embedded once (re-runs reuse it).
     """
-    settings = settings_for(config, progress=not as_json)
+    settings = settings_for_flows(config, progress=not as_json)
     from flows.benchmark import BeirRequest
     from flows.benchmark import benchmark_beir as beir_flow
 

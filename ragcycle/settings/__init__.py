@@ -82,6 +82,9 @@ class Settings(BaseSettings):
     progress: bool = Field(True, description="show progress bars on long work")
     log_level: str = Field("INFO", description="logging level of ragcycle and Prefect")
     verbose: bool = Field(False, description="print tracebacks of failures (CLI: --verbose)")
+    writer_wait_seconds: float = Field(
+        0, ge=0, description="how long a second writer (ingest, reindex) waits; 0: fail at once"
+    )
     models_dir: Path | None = Field(
         None, description="pulled GGUF models (default: <data_dir>/models)"
     )

@@ -167,30 +167,37 @@ def test_two_reindexes_started_at_once_build_distinct_versions(
     sample_corpus: Path, tmp_path: Path, chroma_server: str
 ) -> None:
     """Regression: two reindexes started together computed the same next version number
-    client-side and built into the same `__vN` collection. Two CLI processes, one Chroma
-    server (embedded Chroma is a single-process store), one MLflow registry."""
-    data = tmp_path / "data"
+    client-side and built into the same `__vN` collection. Two CLI processes as two workers
+    would run them: each its own data dir (one data dir admits one writer), one MLflow registry
+    and one Chroma server between them."""
     markdown = sample_corpus / "markdown"
-    config = tmp_path / "ragcycle.toml"
-    config.write_text(
-        f'data_dir = "{data}"\nprogress = false\n[chroma]\nurl = "{chroma_server}"\n'
-        f'collection = "race"\n[evaluation]\nmlflow_genai = false\n'
-        f'[lifecycle]\nsources = ["{markdown}"]\ngolden_dataset = "{GOLDEN}"\n'
-    )
+    registry_db = f"sqlite:///{tmp_path / 'shared-mlflow.db'}"
 
-    def cli(*arguments: str, home: str) -> subprocess.Popen[str]:
+    def config(name: str) -> Path:
+        path = tmp_path / f"{name}.toml"
+        path.write_text(
+            f'data_dir = "{tmp_path / name}"\nprogress = false\n'
+            f'[chroma]\nurl = "{chroma_server}"\ncollection = "race"\n'
+            f'[mlflow]\ntracking_uri = "{registry_db}"\n'
+            f'artifact_location = "{(tmp_path / "artifacts").as_uri()}"\n'
+            f"[evaluation]\nmlflow_genai = false\n"
+            f'[lifecycle]\nsources = ["{markdown}"]\ngolden_dataset = "{GOLDEN}"\n'
+        )
+        return path
+
+    def cli(*arguments: str, worker: str) -> subprocess.Popen[str]:
         return subprocess.Popen(
-            [sys.executable, "-m", "ragcycle.cli", *arguments, "--json", "-c", str(config)],
-            env=own_cache_env(PREFECT_HOME=str(tmp_path / home)),
+            [sys.executable, "-m", "ragcycle.cli", *arguments, "--json", "-c", str(config(worker))],
+            env={k: v for k, v in own_cache_env().items() if k != "PREFECT_HOME"},
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
         )
 
-    first = cli("ingest", home="p0")
+    first = cli("ingest", worker="w0")
     out, err = first.communicate(timeout=300)
     assert first.returncode == 0, err[-2000:]
-    racers = [cli("reindex", "--force", "--serial", home=f"p{i}") for i in (1, 2)]
+    racers = [cli("reindex", "--force", "--serial", worker=f"w{i}") for i in (1, 2)]
     results = []
     for racer in racers:
         out, err = racer.communicate(timeout=600)
