@@ -50,19 +50,50 @@ def start_ingest(corpus: Path, config_file: Path, prefect_home: Path) -> subproc
     return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
 
 
-def test_killed_ingest_then_rerun_equals_clean_run(tmp_path: Path, embedder: Any) -> None:
+def count_rows(database: Path, table: str) -> int:
+    """Rows of ``table`` in another process's SQLite file (0 while it does not exist yet)."""
+    if not database.exists():
+        return 0
+    try:
+        with sqlite3.connect(f"file:{database}?mode=ro", uri=True, timeout=1) as db:
+            return int(db.execute(f"SELECT count(*) FROM {table}").fetchone()[0])
+    except sqlite3.Error:
+        return 0
+
+
+# Moments to kill a first ingest at: its version just registered (nothing embedded yet), mid
+# embedding (some documents' vectors cached), and mid write (some chunks already in Chroma).
+KILL_POINTS = {
+    "registered": lambda data: count_rows(data / "mlflow.db", "model_versions") >= 1,
+    "embedding": lambda data: cached_vectors(data / "cache" / "embeddings.sqlite") >= 10,
+    "writing": lambda data: count_rows(data / "chroma" / "chroma.sqlite3", "embeddings") >= 1,
+}
+
+
+@pytest.fixture(scope="module")
+def clean_ids(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
+    """The chunk ids of an uninterrupted run over the sample corpus."""
+    root = tmp_path_factory.mktemp("clean")
+    clean_data = root / "clean"
+    ingest(IngestRequest(paths=[str(SAMPLES)], config_file=str(config(root, clean_data))))
+    return sorted(live_index(make_settings(clean_data)).collection.get()["ids"])
+
+
+@pytest.mark.parametrize("point", list(KILL_POINTS))
+def test_killed_ingest_then_rerun_equals_clean_run(
+    tmp_path: Path, embedder: Any, clean_ids: list[str], point: str
+) -> None:
     corpus = tmp_path / "corpus"
     shutil.copytree(SAMPLES, corpus)
     killed_data = tmp_path / "killed"
     process = start_ingest(corpus, config(tmp_path, killed_data), tmp_path / "prefect")
-    cache = killed_data / "cache" / "embeddings.sqlite"
     deadline = time.monotonic() + 240
-    # Kill once embedding has produced vectors for some, not all, documents.
-    while cached_vectors(cache) < 10 and process.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.05)
+    reached = KILL_POINTS[point]
+    while not reached(killed_data) and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
     assert process.poll() is None, (
-        "ingest finished before it could be killed: " + process.stdout.read().decode()[-2000:]
-    )  # type: ignore[union-attr]
+        f"ingest finished before {point}: " + process.stdout.read().decode()[-2000:]  # type: ignore[union-attr]
+    )
     process.send_signal(signal.SIGKILL)
     process.wait(30)
     assert process.returncode == -signal.SIGKILL
@@ -70,14 +101,10 @@ def test_killed_ingest_then_rerun_equals_clean_run(tmp_path: Path, embedder: Any
     request = IngestRequest(paths=[str(corpus)], config_file=str(config(tmp_path, killed_data)))
     resumed = ingest(request)
     assert resumed["documents"]["failed"] == 3
-
-    clean_data = tmp_path / "clean"
-    ingest(IngestRequest(paths=[str(corpus)], config_file=str(config(tmp_path, clean_data))))
+    assert resumed["collection"] == "ragcycle__v1"  # the killed first version, completed
 
     killed_index = live_index(make_settings(killed_data))
-    clean_index = live_index(make_settings(clean_data))
     killed_ids = killed_index.collection.get()["ids"]
-    clean_ids = clean_index.collection.get()["ids"]
     assert len(killed_ids) == len(set(killed_ids))
-    assert sorted(killed_ids) == sorted(clean_ids)
-    assert killed_index.count() == clean_index.count() == resumed["chunks"]["total"]
+    assert sorted(killed_ids) == clean_ids
+    assert killed_index.count() == resumed["chunks"]["total"]
