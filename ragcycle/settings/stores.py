@@ -37,6 +37,11 @@ class ChromaSettings(BaseModel):
     )
     collection: str = Field("ragcycle", description="collection name for ingested documents")
     batch_size: int = Field(1000, ge=1, description="records per write, capped at Chroma's maximum")
+    # chromadb's HTTP client waits forever by default: a hung server would hang every command.
+    connect_timeout_seconds: float = Field(5, gt=0, description="server: connecting, at most")
+    request_timeout_seconds: float = Field(
+        120, gt=0, description="server: one request (a batch write), at most"
+    )
     hnsw: HnswSettings = HnswSettings()
 
     @field_validator("url")
@@ -107,6 +112,12 @@ class PrefectSettings(BaseModel):
     """Prefect server to talk to; ephemeral (in-process, no server) when ``api_url`` is unset."""
 
     api_url: str | None = Field(None, description="e.g. http://127.0.0.1:4200/api")
+    request_timeout_seconds: float = Field(
+        30, gt=0, description="one request to the Prefect API, at most (Prefect's default: 60)"
+    )
+    client_max_retries: int = Field(
+        2, ge=0, description="retries of a failed Prefect API request (Prefect's default: 5)"
+    )
     home: Path | None = Field(None, description="PREFECT_HOME (default: <data_dir>/prefect)")
     task_runner: Literal["threads", "dask"] = Field(
         "threads",

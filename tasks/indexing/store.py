@@ -107,6 +107,38 @@ class VectorIndex(Protocol):
     ) -> list[list[Hit]]: ...
 
 
+def _reachable(url: str, settings: Settings) -> None:
+    """Ask the server's heartbeat first, within the configured timeouts: chromadb's client
+    would make its own first requests (tenant checks) with no timeout at all."""
+    import httpx
+
+    timeout = httpx.Timeout(
+        settings.chroma.request_timeout_seconds, connect=settings.chroma.connect_timeout_seconds
+    )
+    try:
+        httpx.get(f"{url.rstrip('/')}/api/v2/heartbeat", timeout=timeout).raise_for_status()
+    except httpx.TimeoutException:
+        raise IndexStoreError(f"Chroma at {url} did not answer in time (timed out)") from None
+    except httpx.HTTPError as exc:
+        raise IndexStoreError(f"cannot reach Chroma at {url}: {exc}") from None
+
+
+def _bound_http_timeouts(client: Any, settings: Settings) -> None:
+    """Give chromadb's HTTP session the configured timeouts.
+
+    chromadb 1.5 builds its ``httpx.Client`` with ``timeout=None`` and offers no setting for
+    it, so a server that accepts a connection and never answers would hang ragcycle for good.
+    The session is private API; where it is not found the client keeps chromadb's behaviour.
+    """
+    import httpx
+
+    session = getattr(getattr(client, "_server", None), "_session", None)
+    if isinstance(session, httpx.Client):
+        session.timeout = httpx.Timeout(
+            settings.chroma.request_timeout_seconds, connect=settings.chroma.connect_timeout_seconds
+        )
+
+
 def open_chroma_client(settings: Settings) -> ClientAPI:
     """A Chroma client: HTTP when ``chroma.url`` is set, else embedded under the data dir."""
     import chromadb
@@ -117,12 +149,15 @@ def open_chroma_client(settings: Settings) -> ClientAPI:
     try:
         if url:
             parsed = urlparse(url)
-            return chromadb.HttpClient(
+            _reachable(url, settings)
+            client = chromadb.HttpClient(
                 host=parsed.hostname or "127.0.0.1",
                 port=parsed.port or (443 if parsed.scheme == "https" else 8000),
                 ssl=parsed.scheme == "https",
                 settings=chroma_settings,
             )
+            _bound_http_timeouts(client, settings)
+            return client
         settings.chroma_path.mkdir(parents=True, exist_ok=True)
         return chromadb.PersistentClient(path=str(settings.chroma_path), settings=chroma_settings)
     except Exception as exc:

@@ -13,6 +13,7 @@ from tasks.indexing.plan import partition_plan, plan_ingest
 from tasks.indexing.store import open_index
 from tasks.indexing.writes import remove_documents
 from tasks.loading import discover_sources
+from tests.conftest import make_settings
 from tests.fakes import HashEmbedder
 
 
@@ -219,3 +220,23 @@ def test_retrieval_latency_is_measured_per_question(settings: Settings, embedder
     assert len(set(each)) == len(questions) and all(ms > 0 for ms in each)
     batched = retrieve_many(questions, index, embedder, 2, batched=True)
     assert len({r.latency_ms["retrieve"] for r in batched}) == 1  # what benchmarks still get
+
+
+def test_a_chroma_server_that_never_answers_times_out(tmp_path: Path) -> None:
+    """chromadb's HTTP client has no timeout: a server that accepts connections and never
+    answers hung every command. The configured timeout now ends it with a clear error."""
+    import socket
+    import time
+
+    from ragcycle.errors import IndexStoreError
+    from tasks.indexing.store import open_chroma_client
+
+    with socket.socket() as silent:  # listens, never accepts: connections sit in the backlog
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        url = f"http://127.0.0.1:{silent.getsockname()[1]}"
+        settings = make_settings(tmp_path, chroma={"url": url, "request_timeout_seconds": 2})
+        begun = time.monotonic()
+        with pytest.raises(IndexStoreError, match="did not answer in time"):
+            open_chroma_client(settings)
+        assert time.monotonic() - begun < 10
