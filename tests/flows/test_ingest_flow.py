@@ -154,23 +154,21 @@ def test_report_is_a_prefect_artifact(sample_corpus: Path, tmp_path: Path, embed
 
 
 def test_pathological_inputs_are_reported_in_seconds(tmp_path: Path) -> None:
-    """A 2 MB single-line file, a file over the byte limit, a symlink loop, a broken link and a
-    name with a newline: each is skipped with its reason in the report, and the run is quick.
-    Regression: the long line stalled ingestion for hours; loops and odd names were silent."""
+    """A 50 MB single-line file, a file over the byte limit, a symlink loop, a broken link and
+    a name with a newline, under the default limits: each is skipped with its reason in the
+    report, and the run takes seconds. Regression: the long line stalled ingestion for hours
+    (an estimated two); loops and odd names were silent."""
     corpus = tmp_path / "corpus"
     (corpus / "sub").mkdir(parents=True)
     (corpus / "good.md").write_text("# Good\n\nThe one document that is fine to index.\n")
-    (corpus / "one-line.txt").write_text("word " * 400_000)  # 2 MB, no line break
-    (corpus / "huge.md").write_text("x" * 3_000_000)
+    (corpus / "one-line.txt").write_text("word " * 10_000_000)  # 50 MB, no line break
+    with (corpus / "huge.md").open("wb") as huge:  # 100 MB on paper, sparse on disk
+        huge.truncate(100_000_000)
     (corpus / "sub" / "loop").symlink_to(corpus, target_is_directory=True)
     (corpus / "dangling.md").symlink_to(corpus / "gone.md")
     (corpus / "bad\nname.md").write_text("# Odd\n\nA newline in the name.\n")
     data = tmp_path / "data"
-    overrides = {
-        "data_dir": str(data),
-        "progress": False,
-        "ingest": {"max_file_bytes": 2_500_000, "max_chunks_per_document": 1_000},
-    }
+    overrides = {"data_dir": str(data), "progress": False}
     begun = time.monotonic()
     report = ingest(IngestRequest(paths=[str(corpus)], overrides=overrides))
     assert time.monotonic() - begun < 60
@@ -178,10 +176,10 @@ def test_pathological_inputs_are_reported_in_seconds(tmp_path: Path) -> None:
     reasons = {item["doc_id"]: (item["status"], item["reason"]) for item in report["failed"]}
     assert reasons["huge.md"] == (
         "skipped",
-        "3,000,000 bytes, over ingest.max_file_bytes (2,500,000)",
+        "100,000,000 bytes, over ingest.max_file_bytes (67,108,864)",
     )
     status, reason = reasons["one-line.txt"]
-    assert status == "skipped" and reason.endswith("over ingest.max_chunks_per_document (1,000)")
+    assert status == "skipped" and reason.endswith("over ingest.max_chunks_per_document (10,000)")
     warned = {item["path"]: item["warning"] for item in report["warnings"]}
     assert warned[str(corpus / "sub" / "loop")].startswith("skipped: symlink loop")
     assert warned[str(corpus / "dangling.md")] == "skipped: broken symlink"
