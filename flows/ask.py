@@ -17,6 +17,7 @@ from tasks.embedding import embedder_from_settings
 from tasks.generation.answers import Answer, Generator, generator_identity
 from tasks.generation.backends import generator_from_settings
 from tasks.generation.prompts import PromptTemplate, load_prompt
+from tasks.guardrails import Verdict, guard_answer, withhold_injected
 from tasks.indexing.store import VectorIndex, open_index
 from tasks.retrieval import Retrieval, retrieve
 from tasks.tracking.runs import mlflow_client
@@ -36,6 +37,9 @@ class AskResult:
     abstained: bool
     prompt: str
     generator: dict[str, str | None]
+    guardrails: dict[str, Any]
+    index_version: int | None = None
+    query_id: int | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -67,24 +71,46 @@ class Asker:
     def ask(
         self, question: str, k: int | None = None, where: dict[str, Any] | None = None
     ) -> AskResult:
+        """Retrieve, keep injected chunks out, generate, run the guardrails, log.
+
+        The answer returned (and logged) is the one a user may see: redacted, or replaced by a
+        refusal when the guardrails withhold it.
+        """
         k = k or self.settings.retrieval.k
         retrieval = retrieve(question, self.index, self.embedder, k, where=where)
+        chunks = retrieval.top_chunks(k)
+        withheld: dict[str, list[str]] = {}
+        if self.settings.guardrails.withhold_injected:
+            chunks, withheld = withhold_injected(chunks)
         answer = self.generator.generate(
-            question,
-            retrieval.top_chunks(k),
-            self.prompt,
-            retrieval.vector,
-            seed=self.settings.generation.seed,
+            question, chunks, self.prompt, retrieval.vector, seed=self.settings.generation.seed
         )
-        result = _result(retrieval, answer, generator_identity(self.generator))
-        self.log.append(_log_record(self.index.name, retrieval, answer, result))
+        guard = self.settings.guardrails
+        verdict = guard_answer(
+            answer.text,
+            [hit.text for hit in chunks],
+            toxicity_threshold=self.settings.evaluation.toxicity_threshold,
+            pii_action=guard.pii_action,
+            support_threshold=guard.support_threshold,
+            withheld=withheld,
+        )
+        result = _result(retrieval, answer, generator_identity(self.generator), verdict)
+        result.index_version = self.version
+        result.query_id = self.log.append(
+            {
+                **_log_record(self.index.name, retrieval, answer, result),
+                "index_version": self.version,
+            }
+        )
         return result
 
 
-def _result(retrieval: Retrieval, answer: Answer, generator: dict[str, str | None]) -> AskResult:
+def _result(
+    retrieval: Retrieval, answer: Answer, generator: dict[str, str | None], verdict: Verdict
+) -> AskResult:
     retrieve_ms = retrieval.latency_ms["retrieve"]
     return AskResult(
-        answer=answer.text,
+        answer=verdict.answer,
         sources=[{"source": s.source, "page": s.page, "score": s.score} for s in answer.sources],
         latency_ms={
             "retrieve": round(retrieve_ms, 2),
@@ -95,6 +121,7 @@ def _result(retrieval: Retrieval, answer: Answer, generator: dict[str, str | Non
         abstained=answer.abstained,
         prompt=answer.prompt,
         generator=generator,
+        guardrails=verdict.as_dict(),
     )
 
 
@@ -107,13 +134,15 @@ def _log_record(
         "chunk_ids": [hit.chunk_id for hit in retrieval.hits],
         "scores": [round(hit.score, 4) for hit in retrieval.hits],
         "best_score": retrieval.best_score,
-        "answer": answer.text,
+        "answer": result.answer,  # as served
         "abstained": answer.abstained,
         "latency_ms": result.latency_ms,
         "prompt_tokens": answer.prompt_tokens,
         "completion_tokens": answer.completion_tokens,
         "generator": answer.generator,
         "prompt": answer.prompt,
+        "sources": result.sources,
+        "guardrails": result.guardrails,
     }
 
 

@@ -29,11 +29,22 @@ class QueryLog:
                 " best_score REAL, answer TEXT, abstained INTEGER, latency_ms TEXT,"
                 " prompt_tokens INTEGER, completion_tokens INTEGER, generator TEXT, prompt TEXT)"
             )
+            # Columns added after the first release: logs written before them stay readable.
+            have = {row[1] for row in db.execute("PRAGMA table_info(queries)")}
+            for column in ("index_version INTEGER", "sources TEXT", "guardrails TEXT"):
+                if column.split()[0] not in have:
+                    db.execute(f"ALTER TABLE queries ADD COLUMN {column}")
+            db.execute(
+                "CREATE TABLE IF NOT EXISTS feedback (id INTEGER PRIMARY KEY, at REAL NOT NULL,"
+                " query_id INTEGER NOT NULL REFERENCES queries(id), rating TEXT NOT NULL,"
+                " comment TEXT, expected_answer TEXT)"
+            )
 
     def _connect(self) -> sqlite3.Connection:
         return sqlite3.connect(self.path, timeout=30)
 
-    def append(self, record: dict[str, Any]) -> None:
+    def append(self, record: dict[str, Any]) -> int:
+        """Log one answered question; returns its query id."""
         row = (
             time.time(),
             record.get("collection"),
@@ -48,14 +59,53 @@ class QueryLog:
             record.get("completion_tokens", 0),
             record.get("generator"),
             record.get("prompt"),
+            record.get("index_version"),
+            json.dumps(record.get("sources", [])),
+            json.dumps(record.get("guardrails", {})),
         )
         with self._connect() as db:
-            db.execute(
+            cursor = db.execute(
                 "INSERT INTO queries (at, collection, question, chunk_ids, scores, best_score,"
                 " answer, abstained, latency_ms, prompt_tokens, completion_tokens, generator,"
-                " prompt) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " prompt, index_version, sources, guardrails)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 row,
             )
+            return int(cursor.lastrowid or 0)
+
+    def get(self, query_id: int) -> dict[str, Any] | None:
+        """One logged answer with its feedback: the audit record of ``query_id``."""
+        with self._connect() as db:
+            db.row_factory = sqlite3.Row
+            row = db.execute("SELECT * FROM queries WHERE id = ?", (query_id,)).fetchone()
+            if row is None:
+                return None
+            notes = db.execute(
+                "SELECT at, rating, comment, expected_answer FROM feedback WHERE query_id = ?"
+                " ORDER BY id",
+                (query_id,),
+            ).fetchall()
+        record = _decoded(dict(row))
+        record["feedback"] = [dict(note) for note in notes]
+        return record
+
+    def add_feedback(
+        self,
+        query_id: int,
+        rating: str,
+        comment: str | None = None,
+        expected_answer: str | None = None,
+    ) -> bool:
+        """Record a user's verdict on an answer; False when no such query was logged."""
+        with self._connect() as db:
+            if db.execute("SELECT 1 FROM queries WHERE id = ?", (query_id,)).fetchone() is None:
+                return False
+            db.execute(
+                "INSERT INTO feedback (at, query_id, rating, comment, expected_answer)"
+                " VALUES (?, ?, ?, ?, ?)",
+                (time.time(), query_id, rating, comment, expected_answer),
+            )
+        return True
 
     def recent(self, limit: int = 1000, since: float | None = None) -> list[dict[str, Any]]:
         """The newest ``limit`` queries (newest first), optionally only those after ``since``."""
@@ -65,10 +115,10 @@ class QueryLog:
                 "SELECT * FROM queries WHERE at >= ? ORDER BY id DESC LIMIT ?",
                 (since or 0.0, limit),
             ).fetchall()
-        records = []
-        for row in rows:
-            record = dict(row)
-            for key in ("chunk_ids", "scores", "latency_ms"):
-                record[key] = json.loads(record[key] or "null")
-            records.append(record)
-        return records
+        return [_decoded(dict(row)) for row in rows]
+
+
+def _decoded(record: dict[str, Any]) -> dict[str, Any]:
+    for key in ("chunk_ids", "scores", "latency_ms", "sources", "guardrails"):
+        record[key] = json.loads(record.get(key) or "null")
+    return record

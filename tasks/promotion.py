@@ -108,6 +108,10 @@ def gate_candidate(
     flaky = sorted(set(candidate.flaky) | set(champion.flaky)) if stats.exclude_flaky else []
     verdict.excluded_flaky = flaky
     for metric, tolerance in sorted(tolerances.items()):
+        if not champion.per_question.get(metric) and not candidate.per_question.get(metric):
+            # The golden set cannot measure it (no reference answers, no expected sources).
+            verdict.warnings.append(f"{candidate.name}: {metric} not measured by this golden set")
+            continue
         delta = paired_delta(
             metric,
             champion.per_question.get(metric, {}),

@@ -177,6 +177,27 @@ def prefect_yaml(
 
 
 @app.command()
+def api(
+    host: Annotated[str | None, typer.Option(help="Interface (default: api.host).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default: api.port).")] = None,
+    config: ConfigOption = None,
+) -> None:
+    """Serve the RAG application over HTTP: POST /ask, POST /feedback, GET /health, GET /status
+    (schema at /docs). Answers come from the live index version, with guardrails on each."""
+    overrides: dict[str, Any] = {}
+    if host is not None:
+        overrides["host"] = host
+    if port is not None:
+        overrides["port"] = port
+    settings = settings_for(config, api=overrides) if overrides else settings_for(config)
+    import uvicorn
+
+    from ragcycle.api.app import create_app
+
+    uvicorn.run(create_app(settings), host=settings.api.host, port=settings.api.port)
+
+
+@app.command()
 def serve(config: ConfigOption = None) -> None:
     """Serve the deployments (ingest, evaluate, monitor on its cron, reindex on quality drops)
     from this process against the configured Prefect server, until interrupted."""

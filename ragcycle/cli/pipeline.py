@@ -158,12 +158,26 @@ def ask(
             jsonout.dumps(
                 {
                     key: result[key]
-                    for key in ("answer", "sources", "latency_ms", "tokens", "generator")
+                    for key in (
+                        "answer",
+                        "sources",
+                        "latency_ms",
+                        "tokens",
+                        "generator",
+                        "guardrails",
+                        "index_version",
+                        "query_id",
+                    )
                 }
             )
         )
         return
     console.print(result["answer"])
+    guardrails = result["guardrails"]
+    if guardrails["status"] != "pass":
+        colour = "red" if guardrails["status"] == "fail" else "yellow"
+        for reason in guardrails["reasons"]:
+            console.print(f"[{colour}]{guardrails['status']}:[/{colour}] {reason}")
     for number, source in enumerate(result["sources"], start=1):
         page = f", page {source['page']}" if source["page"] else ""
         console.print(f"  [{number}] {source['source']}{page} (score {source['score']:.3f})")

@@ -23,11 +23,13 @@ from pydantic_settings import (
 from ragcycle.errors import ConfigError
 from ragcycle.settings.pipeline import (
     CANDIDATE_GROUPS,
+    ApiSettings,
     Candidate,
     ChunkingSettings,
     EvaluationSettings,
     GateRule,
     GenerationSettings,
+    GuardrailSettings,
     IngestSettings,
     JudgeSettings,
     LifecycleSettings,
@@ -44,6 +46,7 @@ from ragcycle.settings.stores import (
 
 __all__ = [
     "CANDIDATE_GROUPS",
+    "ApiSettings",
     "Candidate",
     "ChromaSettings",
     "ChunkingSettings",
@@ -51,6 +54,7 @@ __all__ = [
     "EvaluationSettings",
     "GateRule",
     "GenerationSettings",
+    "GuardrailSettings",
     "HnswSettings",
     "IngestSettings",
     "JudgeSettings",
@@ -94,10 +98,12 @@ class Settings(BaseSettings):
     ingest: IngestSettings = IngestSettings()
     retrieval: RetrievalSettings = RetrievalSettings()
     generation: GenerationSettings = GenerationSettings()
+    guardrails: GuardrailSettings = GuardrailSettings()
     evaluation: EvaluationSettings = EvaluationSettings()
     lifecycle: LifecycleSettings = LifecycleSettings()
     mlflow: MlflowSettings = MlflowSettings()
     prefect: PrefectSettings = PrefectSettings()
+    api: ApiSettings = ApiSettings()
 
     @classmethod
     def settings_customise_sources(

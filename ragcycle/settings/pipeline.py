@@ -11,11 +11,13 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, m
 
 __all__ = [
     "CANDIDATE_GROUPS",
+    "ApiSettings",
     "Candidate",
     "ChunkingSettings",
     "EvaluationSettings",
     "GateRule",
     "GenerationSettings",
+    "GuardrailSettings",
     "IngestSettings",
     "JudgeSettings",
     "LifecycleSettings",
@@ -152,6 +154,39 @@ class JudgeSettings(BaseModel):
     max_tokens: int = Field(48, ge=8, description="the verdict is a short JSON object")
     context_chars: int = Field(
         1500, ge=200, description="retrieved context shown to the judge, at most"
+    )
+
+
+class GuardrailSettings(BaseModel):
+    """What happens to an answer the guardrails flag (``ask``, the API)."""
+
+    pii_action: Literal["redact", "block"] = Field(
+        "redact", description="personal data in an answer: replace it, or withhold the answer"
+    )
+    support_threshold: float = Field(
+        0.8, gt=0, le=1, description="share of a sentence's words the context must contain"
+    )
+    withhold_injected: bool = Field(
+        True, description="keep retrieved chunks with prompt-injection markers out of the prompt"
+    )
+
+
+class ApiSettings(BaseModel):
+    """The HTTP service (`ragcycle api`)."""
+
+    host: str = Field("127.0.0.1", description="interface to listen on")
+    port: int = Field(8000, ge=1, le=65535)
+    api_key: SecretStr | None = Field(
+        None, description="required in the X-API-Key header of every route but /health"
+    )
+    max_body_bytes: int = Field(65_536, ge=1024, description="larger requests get 413")
+    max_in_flight: int = Field(
+        1, ge=1, description="answers generated at once (the model's cores are the limit)"
+    )
+    max_queue: int = Field(8, ge=0, description="requests waiting for a slot; more get 503")
+    retry_after_seconds: int = Field(5, ge=1, description="Retry-After of a 503")
+    refresh_seconds: float = Field(
+        5, gt=0, description="how often the live index version is looked up again"
     )
 
 

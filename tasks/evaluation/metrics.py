@@ -27,6 +27,7 @@ __all__ = [
     "relevant_in",
     "supported_share",
     "token_f1",
+    "unsupported_sentences",
 ]
 
 
@@ -99,15 +100,25 @@ def supported_share(answer: str, contexts: Sequence[str], threshold: float = 0.8
     A lexical check: cheap and deterministic, exact for extractive answers, a lower bound for
     paraphrases (the LLM-judge faithfulness covers those when a judge is configured).
     """
+    sentences, unsupported = _support(answer, contexts, threshold)
+    return 1 - len(unsupported) / len(sentences) if sentences else math.nan
+
+
+def unsupported_sentences(
+    answer: str, contexts: Sequence[str], threshold: float = 0.8
+) -> list[str]:
+    """The answer's sentences that the context does not support (see :func:`supported_share`)."""
+    return _support(answer, contexts, threshold)[1]
+
+
+def _support(answer: str, contexts: Sequence[str], threshold: float) -> tuple[list[str], list[str]]:
     context_words = set(normalize_answer(" ".join(contexts)))
     sentences = [s for s in split_sentences(_CITATION.sub("", answer)) if normalize_answer(s)]
-    if not sentences:
-        return math.nan
-    supported = 0
+    unsupported = []
     for sentence in sentences:
         words = [w for w in normalize_answer(sentence) if w not in STOPWORDS] or normalize_answer(
             sentence
         )
-        if sum(w in context_words for w in words) / len(words) >= threshold:
-            supported += 1
-    return supported / len(sentences)
+        if sum(w in context_words for w in words) / len(words) < threshold:
+            unsupported.append(sentence.strip())
+    return sentences, unsupported

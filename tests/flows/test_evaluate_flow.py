@@ -137,7 +137,18 @@ def test_cli_ask_and_eval_json(indexed: Path, tmp_path: Path) -> None:
     )
     assert asked.exit_code == 0, asked.output
     answer = json.loads(asked.stdout, parse_constant=lambda name: pytest.fail(name))
-    assert set(answer) == {"answer", "sources", "latency_ms", "tokens", "generator"}
+    assert set(answer) == {
+        "answer",
+        "sources",
+        "latency_ms",
+        "tokens",
+        "generator",
+        "guardrails",
+        "index_version",
+        "query_id",
+    }
+    assert answer["index_version"] == 1 and answer["query_id"] >= 1
+    assert answer["guardrails"]["status"] in {"pass", "warning"}
     assert answer["generator"] == {"backend": "extractive", "model": "extractive", "sha256": None}
     assert (
         answer["sources"][0]["source"] == "pdfs/dmca_summary.pdf"

@@ -171,3 +171,19 @@ def test_choice_breaks_full_ties_by_latency() -> None:
     quick = contender("quick", BASE, cost=0.0, p95=50)
     chosen, _ = choose([slow, quick], ["mrr", "hit"])
     assert chosen is not None and chosen.name == "quick"
+
+
+def test_a_metric_the_golden_set_cannot_measure_is_skipped_not_failed() -> None:
+    """Regression: a golden set without reference answers left answer_similarity unscored on
+    both sides, and the gate rejected every candidate for it."""
+    champion = Evaluated("live", {"mrr": {"1": 0.5, "2": 1.0}, "sim": {}}, {"mrr": 0.75})
+    candidate = Evaluated("c", {"mrr": {"1": 0.5, "2": 1.0}, "sim": {}}, {"mrr": 0.75})
+    verdict = gate_candidate(
+        candidate, champion, tolerances={"mrr": 0.03, "sim": 0.03}, thresholds={}
+    )
+    assert verdict.passed, verdict.reasons
+    assert "c: sim not measured by this golden set" in verdict.warnings
+    one_sided = Evaluated("d", {"mrr": {"1": 0.5, "2": 1.0}, "sim": {"1": 0.4}}, {"mrr": 0.75})
+    assert not gate_candidate(
+        one_sided, champion, tolerances={"mrr": 0.03, "sim": 0.03}, thresholds={}
+    ).passed
