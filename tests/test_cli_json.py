@@ -64,7 +64,11 @@ def test_every_json_command_prints_strict_json(sample_corpus: Path, tmp_path: Pa
     assert run("config", "show")["data_dir"] == str(data)
     assert any(m["name"] == "smollm2-135m" for m in run("models", "list")["models"])
     assert run("ingest")["collection"] == "ragcycle__v1"
-    assert run("ask", "How do I enable CORS?")["sources"]
+    asked = run("ask", "How do I enable CORS?")
+    assert asked["sources"] and asked["query_id"] >= 1
+    audited = run("audit", str(asked["query_id"]))
+    assert audited["question"] == "How do I enable CORS?" and audited["index_version"] == 1
+    assert run("audit", "999999", code=1)["kind"] == "error"
     evaluated = run("eval", str(GOLDEN))  # MLflow's banner must not reach stdout
     assert evaluated["questions"] == 17 and "mrr" in evaluated["metrics"]
     assert [v["version"] for v in run("index", "list")] == [1]

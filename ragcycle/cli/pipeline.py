@@ -288,3 +288,23 @@ def benchmark_beir(
     console.print(
         f"{result['docs']} documents, {result['seconds']:.1f} s, MLflow run {result['run_id']}"
     )
+
+
+@app.command()
+def audit(
+    query_id: Annotated[int, typer.Argument(help="The query_id an answer came with.")],
+    config: ConfigOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Why did the system say this, from what: the answer as served, its sources and chunks,
+    the guardrails' verdict, index version, prompt, model, latency, tokens and feedback."""
+    settings = settings_for(config)
+    from tasks.audit import QueryLog
+
+    record = QueryLog(settings.data_dir / "query_log.sqlite").get(query_id)
+    if record is None:
+        raise fail(RagcycleError(f"no answer with query_id {query_id} in the query log"))
+    if as_json:
+        typer.echo(jsonout.dumps(record))
+        return
+    console.print_json(jsonout.dumps(record))
