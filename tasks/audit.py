@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-__all__ = ["QueryLog"]
+__all__ = ["QueryLog", "golden_candidates"]
 
 
 class QueryLog:
@@ -107,6 +107,15 @@ class QueryLog:
             )
         return True
 
+    def ratings(self) -> dict[int, list[str]]:
+        """Every rating given, by query id."""
+        with self._connect() as db:
+            rows = db.execute("SELECT query_id, rating FROM feedback ORDER BY id").fetchall()
+        found: dict[int, list[str]] = {}
+        for query_id, rating in rows:
+            found.setdefault(int(query_id), []).append(str(rating))
+        return found
+
     def recent(self, limit: int = 1000, since: float | None = None) -> list[dict[str, Any]]:
         """The newest ``limit`` queries (newest first), optionally only those after ``since``."""
         with self._connect() as db:
@@ -122,3 +131,38 @@ def _decoded(record: dict[str, Any]) -> dict[str, Any]:
     for key in ("chunk_ids", "scores", "latency_ms", "sources", "guardrails"):
         record[key] = json.loads(record.get(key) or "null")
     return record
+
+
+def golden_candidates(
+    records: list[dict[str, Any]],
+    feedback: dict[int, list[str]],
+    *,
+    min_score: float,
+    limit: int = 50,
+) -> list[dict[str, Any]]:
+    """Questions users asked that the golden set should probably hold: answers rated down,
+    answers the guardrails warned about or withheld, and questions whose best retrieval score
+    is under ``min_score``. Repeats of one question (case and spacing aside) are merged, most
+    frequent first, each with why it is here and its latest ``query_id`` to review."""
+    grouped: dict[str, dict[str, Any]] = {}
+    for record in records:
+        reasons = []
+        if "down" in feedback.get(int(record["id"]), []):
+            reasons.append("negative feedback")
+        status = (record.get("guardrails") or {}).get("status", "pass")
+        if status != "pass":
+            reasons.append(f"guardrails {status}")
+        if record.get("best_score") is not None and float(record["best_score"]) < min_score:
+            reasons.append("low retrieval score")
+        if not reasons:
+            continue
+        key = " ".join(str(record["question"]).lower().split())
+        entry = grouped.setdefault(
+            key,
+            {"question": record["question"], "count": 0, "reasons": [], "query_id": record["id"]},
+        )
+        entry["count"] += 1
+        entry["query_id"] = max(int(entry["query_id"]), int(record["id"]))
+        entry["reasons"] = sorted(set(entry["reasons"]) | set(reasons))
+    ranked = sorted(grouped.values(), key=lambda e: (-e["count"], -e["query_id"]))
+    return ranked[:limit]

@@ -22,6 +22,7 @@ __all__ = [
     "console",
     "err_console",
     "fail",
+    "golden_app",
     "index_app",
     "models_app",
     "registry_for",
@@ -48,6 +49,8 @@ index_app = typer.Typer(help="Index versions: list, promote, roll back.", no_arg
 app.add_typer(index_app, name="index")
 models_app = typer.Typer(help="Local LLMs: the catalogue, pulling a model.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
+golden_app = typer.Typer(help="Grow the golden set from what users asked.", no_args_is_help=True)
+app.add_typer(golden_app, name="golden")
 
 ConfigOption = Annotated[
     Path | None,

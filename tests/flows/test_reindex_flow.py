@@ -69,6 +69,10 @@ def test_worse_candidate_is_rejected_and_live_unchanged_then_rollback(
     )
     assert worse["decision"] == "rejected"
     assert any("hit_rate_at_k may be worse" in reason for reason in worse["reasons"])
+    assert worse["reasons"][0].startswith("no candidate beat the live version: best was configured")
+    assert "CI [" in worse["reasons"][0]
+    [candidate] = worse["candidates"]
+    assert candidate["verdict"] == "rejected" and candidate["deltas"]
     versions = {v.version: v for v in registry(data).versions()}
     assert versions[1].live and versions[2].status == "rejected"
     names = {c.name for c in open_chroma_client(make_settings(data)).list_collections()}
