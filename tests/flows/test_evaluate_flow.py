@@ -167,7 +167,14 @@ def test_cli_ask_and_eval_json(indexed: Path, tmp_path: Path) -> None:
     assert evaluated.exit_code == 0, evaluated.output
     # the whole of stdout is one strict JSON object (no MLflow banner, no NaN)
     report = json.loads(evaluated.stdout, parse_constant=lambda name: pytest.fail(name))
-    assert set(report) == {"run_id", "experiment", "metrics", "questions", "failed_rows"}
+    assert set(report) == {
+        "run_id",
+        "experiment",
+        "metrics",
+        "questions",
+        "skipped_lines",
+        "failed_rows",
+    }
     assert "hit_rate_at_3" in report["metrics"] and report["questions"] == 17
 
 
