@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
@@ -84,12 +85,7 @@ def load_prompt(
             if found is None:
                 found = mlflow.genai.load_prompt(f"prompts:/{name}@latest", allow_missing=True)
             if found is None:
-                found = mlflow.genai.register_prompt(
-                    name,
-                    template=default_template,
-                    commit_message="ragcycle default answer prompt",
-                    tags={"created_by": "ragcycle"},
-                )
+                found = _register_default(name, default_template)
     except MlflowException as exc:
         raise ConfigError(
             f"cannot use prompt {name!r} (version {version or 'default'}) from the MLflow prompt"
@@ -97,6 +93,25 @@ def load_prompt(
             " tracking store or server (e.g. sqlite:///mlflow.db)"
         ) from None
     return PromptTemplate(name=name, version=str(found.version), template=str(found.template))
+
+
+def _register_default(name: str, template: str) -> Any:
+    """Register the built-in prompt as version 1; if another process registered it first (two
+    workers' first runs against one registry), use theirs."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return mlflow.genai.register_prompt(
+            name,
+            template=template,
+            commit_message="ragcycle default answer prompt",
+            tags={"created_by": "ragcycle"},
+        )
+    except MlflowException as exc:
+        if "already exists" not in str(exc):
+            raise
+        return mlflow.genai.load_prompt(f"prompts:/{name}@latest")
 
 
 @task(

@@ -9,6 +9,7 @@ chunk count), never from a side table that could disagree with them after a cras
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
@@ -107,6 +108,13 @@ class VectorIndex(Protocol):
     ) -> list[list[Hit]]: ...
 
 
+# chromadb 1.5 starts an embedded store's shared system lazily and not thread-safely: two
+# threads opening their first client on one path at once (a reindex's contenders and its
+# champion) fail with "'RustBindingsAPI' object has no attribute 'bindings'". Opening is
+# serialized; using the clients is not.
+_EMBEDDED_START = threading.Lock()
+
+
 def _reachable(url: str, settings: Settings) -> None:
     """Ask the server's heartbeat first, within the configured timeouts: chromadb's client
     would make its own first requests (tenant checks) with no timeout at all."""
@@ -159,7 +167,10 @@ def open_chroma_client(settings: Settings) -> ClientAPI:
             _bound_http_timeouts(client, settings)
             return client
         settings.chroma_path.mkdir(parents=True, exist_ok=True)
-        return chromadb.PersistentClient(path=str(settings.chroma_path), settings=chroma_settings)
+        with _EMBEDDED_START:
+            return chromadb.PersistentClient(
+                path=str(settings.chroma_path), settings=chroma_settings
+            )
     except Exception as exc:
         where = url or str(settings.chroma_path)
         raise IndexStoreError(f"cannot open Chroma at {where}: {exc}") from None

@@ -240,3 +240,20 @@ def test_a_chroma_server_that_never_answers_times_out(tmp_path: Path) -> None:
         with pytest.raises(IndexStoreError, match="did not answer in time"):
             open_chroma_client(settings)
         assert time.monotonic() - begun < 10
+
+
+def test_threads_opening_their_first_embedded_client_at_once(tmp_path: Path) -> None:
+    """Regression: a reindex's contenders and its champion opened their first embedded client
+    together and chromadb failed with "'RustBindingsAPI' object has no attribute 'bindings'"."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from chromadb.api.shared_system_client import SharedSystemClient
+
+    from tasks.indexing.store import open_chroma_client
+
+    for round_ in range(3):
+        settings = make_settings(tmp_path / f"round-{round_}")
+        SharedSystemClient.clear_system_cache()
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            clients = list(pool.map(lambda _: open_chroma_client(settings), range(4)))
+        assert all(client.heartbeat() > 0 for client in clients)
