@@ -255,5 +255,5 @@ def test_threads_opening_their_first_embedded_client_at_once(tmp_path: Path) -> 
         settings = make_settings(tmp_path / f"round-{round_}")
         SharedSystemClient.clear_system_cache()
         with ThreadPoolExecutor(max_workers=4) as pool:
-            clients = list(pool.map(lambda _: open_chroma_client(settings), range(4)))
+            clients = list(pool.map(open_chroma_client, [settings] * 4))
         assert all(client.heartbeat() > 0 for client in clients)
