@@ -8,7 +8,7 @@ own branch in the Prefect UI.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from prefect import task
@@ -49,9 +49,7 @@ class Built:
     collection: str
     evaluation: dict[str, Any] | None
     built: bool  # False: it reused a collection
-    failure: str | None = None
     chunks: int = 0
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 @task(name="challenge", task_run_name="challenge-{label}", cache_policy=NO_CACHE)
@@ -109,9 +107,7 @@ def build_and_evaluate(request: GroupRequest, label: str) -> list[Built]:
             )
             raise
         results.append(
-            Built(
-                contender.name, version.version, version.collection, evaluation, built, None, chunks
-            )
+            Built(contender.name, version.version, version.collection, evaluation, built, chunks)
         )
     return results
 

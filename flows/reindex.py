@@ -23,8 +23,14 @@ from tasks.indexing.store import open_chroma_client
 from tasks.locking import writer_lock
 from tasks.promotion import GateStats, gate_names
 from tasks.reindex_report import gate_contenders, summarize_candidates
-from tasks.tracking.runs import mlflow_client, record_decision_task, start_lifecycle_run
+from tasks.tracking.runs import (
+    end_failed_run,
+    mlflow_client,
+    record_decision_task,
+    start_lifecycle_run,
+)
 from tasks.versions import (
+    IndexVersion,
     VersionRegistry,
     explicit_overrides,
     pending_build,
@@ -122,30 +128,13 @@ def _reindex(request: ReindexRequest, settings: Settings) -> dict[str, Any]:
     }
     groups = _groups(contenders, live, registry, request, dataset, experiment, parent, base)
     workers = settings.prefect.max_workers if request.parallel else 1
-    pool: TaskRunner[Any] = ThreadPoolTaskRunner(max_workers=max(1, workers))
-    with pool as runner:
-        champion_future: PrefectFuture[dict[str, Any]] | None = (
-            runner.submit(
-                evaluate_champion,
-                {
-                    "registry": registry,
-                    "version": live.version,
-                    "dataset": dataset,
-                    "experiment": experiment,
-                    "parent_run_id": parent,
-                    "config_file": request.config_file,
-                    "overrides": base,
-                },
-            )
-            if live is not None and dataset is not None
-            else None
+    try:
+        built, champion = _build_and_evaluate(
+            groups, live, registry, request, dataset, experiment, parent, base, workers
         )
-        futures: list[PrefectFuture[list[Built]]] = [
-            runner.submit(build_and_evaluate, {"request": group, "label": label})
-            for label, group in groups
-        ]
-        built: list[Built] = [b for future in futures for b in future.result()]
-        champion = champion_future.result() if champion_future is not None else None
+    except BaseException:
+        end_failed_run(settings.mlflow_tracking_uri, parent)
+        raise
 
     tolerances, thresholds = gate_names(settings.lifecycle, "k")  # each version at its own k
     stats = GateStats(
@@ -198,6 +187,45 @@ def _reindex(request: ReindexRequest, settings: Settings) -> dict[str, Any]:
     )
 
 
+def _build_and_evaluate(
+    groups: list[tuple[str, GroupRequest]],
+    live: IndexVersion | None,
+    registry: VersionRegistry,
+    request: ReindexRequest,
+    dataset: str | None,
+    experiment: str,
+    parent: str,
+    base: dict[str, Any],
+    workers: int,
+) -> tuple[list[Built], dict[str, Any] | None]:
+    """Every group's build and evaluations, and the champion's evaluation, side by side."""
+    pool: TaskRunner[Any] = ThreadPoolTaskRunner(max_workers=max(1, workers))
+    with pool as runner:
+        champion_future: PrefectFuture[dict[str, Any]] | None = (
+            runner.submit(
+                evaluate_champion,
+                {
+                    "registry": registry,
+                    "version": live.version,
+                    "dataset": dataset,
+                    "experiment": experiment,
+                    "parent_run_id": parent,
+                    "config_file": request.config_file,
+                    "overrides": base,
+                },
+            )
+            if live is not None and dataset is not None
+            else None
+        )
+        futures: list[PrefectFuture[list[Built]]] = [
+            runner.submit(build_and_evaluate, {"request": group, "label": label})
+            for label, group in groups
+        ]
+        built: list[Built] = [b for future in futures for b in future.result()]
+        champion = champion_future.result() if champion_future is not None else None
+    return built, champion
+
+
 def _not_being_built(
     registry: VersionRegistry, contenders: Sequence[Contender], settings: Settings
 ) -> tuple[list[Contender], list[str]]:
@@ -217,7 +245,7 @@ def _not_being_built(
 
 def _groups(
     contenders: Sequence[Contender],
-    live: Any,
+    live: IndexVersion | None,
     registry: VersionRegistry,
     request: ReindexRequest,
     dataset: str | None,

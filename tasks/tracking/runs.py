@@ -27,6 +27,7 @@ from tasks.tracking.reports import publish_decision
 
 __all__ = [
     "EvaluationRecord",
+    "end_failed_run",
     "ensure_experiment",
     "git_sha",
     "latest_runs",
@@ -247,6 +248,11 @@ def start_lifecycle_run(
         tags={"ragcycle.kind": "lifecycle", **prefect_run_tags(), "git_sha": git_sha()},
     )
     return str(run.info.run_id)
+
+
+def end_failed_run(tracking_uri: str, run_id: str) -> None:
+    """Mark an open lifecycle run failed, so a reindex that raised does not stay RUNNING."""
+    mlflow_client(tracking_uri).set_terminated(run_id, status="FAILED")
 
 
 def log_lifecycle_decision(

@@ -213,3 +213,36 @@ def test_two_reindexes_started_at_once_build_distinct_versions(
     collections = {c["collection"] for result in results for c in result["candidates"]}
     assert versions == [2, 3] and collections == {"race__v2", "race__v3"}
     assert {r["decision"] for r in results} <= {"promoted", "rejected"}
+
+
+def test_a_contender_that_fails_to_build_leaves_live_untouched(
+    sample_corpus: Path, tmp_path: Path, embedder: Any
+) -> None:
+    """The reindex fails with the contender's error; its version is marked failed, the parent
+    MLflow run ends FAILED (not RUNNING for ever), and the live version keeps serving."""
+    from mlflow import MlflowClient
+
+    from ragcycle.errors import ConfigError
+
+    data = tmp_path / "data"
+    overrides = lifecycle(sample_corpus, data)
+    assert reindex(ReindexRequest(overrides=overrides))["decision"] == "promoted"
+    not_a_model = tmp_path / "not-a-model"
+    not_a_model.mkdir()
+    with pytest.raises(ConfigError, match="not a sentence-transformers model folder"):
+        reindex(
+            ReindexRequest(
+                config={"embedding": {"model_path": str(not_a_model)}}, overrides=overrides
+            )
+        )
+    versions = {v.version: v for v in registry(data).versions()}
+    assert versions[1].live and versions[2].status == "failed"
+    client = MlflowClient(tracking_uri=make_settings(data).mlflow_tracking_uri)
+    experiment = client.get_experiment_by_name("ragcycle-lifecycle")
+    assert experiment is not None
+    parents = [
+        run
+        for run in client.search_runs([experiment.experiment_id])
+        if run.data.tags.get("mlflow.runName", "").startswith("reindex · ragcycle")
+    ]
+    assert [run.info.status for run in parents] == ["FAILED"]
