@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from prefect import flow, get_run_logger
@@ -57,6 +58,19 @@ class ReindexRequest(BaseModel):
     force: bool = Field(False, description="build even if the same target is live or building")
     config_file: str | None = None
     overrides: dict[str, Any] = Field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class _Context:
+    """What the steps of one reindex share once the contenders are known."""
+
+    request: ReindexRequest
+    registry: VersionRegistry
+    live: IndexVersion | None
+    dataset: str | None
+    experiment: str
+    parent_run_id: str
+    base_overrides: dict[str, Any]  # the request's overrides without serving-config groups
 
 
 @flow(name="reindex")
@@ -126,12 +140,10 @@ def _reindex(request: ReindexRequest, settings: Settings) -> dict[str, Any]:
     base = {
         k: v for k, v in request.overrides.items() if k not in explicit_overrides(request.overrides)
     }
-    groups = _groups(contenders, live, registry, request, dataset, experiment, parent, base)
+    context = _Context(request, registry, live, dataset, experiment, parent, base)
     workers = settings.prefect.max_workers if request.parallel else 1
     try:
-        built, champion = _build_and_evaluate(
-            groups, live, registry, request, dataset, experiment, parent, base, workers
-        )
+        built, champion = _build_and_evaluate(_groups(contenders, context), context, workers)
     except BaseException:
         end_failed_run(settings.mlflow_tracking_uri, parent)
         raise
@@ -188,15 +200,7 @@ def _reindex(request: ReindexRequest, settings: Settings) -> dict[str, Any]:
 
 
 def _build_and_evaluate(
-    groups: list[tuple[str, GroupRequest]],
-    live: IndexVersion | None,
-    registry: VersionRegistry,
-    request: ReindexRequest,
-    dataset: str | None,
-    experiment: str,
-    parent: str,
-    base: dict[str, Any],
-    workers: int,
+    groups: list[tuple[str, GroupRequest]], context: _Context, workers: int
 ) -> tuple[list[Built], dict[str, Any] | None]:
     """Every group's build and evaluations, and the champion's evaluation, side by side."""
     pool: TaskRunner[Any] = ThreadPoolTaskRunner(max_workers=max(1, workers))
@@ -205,16 +209,16 @@ def _build_and_evaluate(
             runner.submit(
                 evaluate_champion,
                 {
-                    "registry": registry,
-                    "version": live.version,
-                    "dataset": dataset,
-                    "experiment": experiment,
-                    "parent_run_id": parent,
-                    "config_file": request.config_file,
-                    "overrides": base,
+                    "registry": context.registry,
+                    "version": context.live.version,
+                    "dataset": context.dataset,
+                    "experiment": context.experiment,
+                    "parent_run_id": context.parent_run_id,
+                    "config_file": context.request.config_file,
+                    "overrides": context.base_overrides,
                 },
             )
-            if live is not None and dataset is not None
+            if context.live is not None and context.dataset is not None
             else None
         )
         futures: list[PrefectFuture[list[Built]]] = [
@@ -243,17 +247,9 @@ def _not_being_built(
     return kept, busy
 
 
-def _groups(
-    contenders: Sequence[Contender],
-    live: IndexVersion | None,
-    registry: VersionRegistry,
-    request: ReindexRequest,
-    dataset: str | None,
-    experiment: str,
-    parent: str,
-    base: dict[str, Any],
-) -> list[tuple[str, GroupRequest]]:
+def _groups(contenders: Sequence[Contender], context: _Context) -> list[tuple[str, GroupRequest]]:
     """Contenders that would hold the same chunks share one build; the live one's are reused."""
+    live, request, base = context.live, context.request, context.base_overrides
     live_key = (
         share_key(live.tags.get("corpus_snapshot", ""), live.config) if live is not None else None
     )
@@ -268,11 +264,11 @@ def _groups(
             "+".join(c.name for c in members),
             GroupRequest(
                 contenders=members,
-                registry=registry,
+                registry=context.registry,
                 reason=request.reason,
-                dataset=dataset,
-                experiment=experiment,
-                parent_run_id=parent,
+                dataset=context.dataset,
+                experiment=context.experiment,
+                parent_run_id=context.parent_run_id,
                 config_file=request.config_file,
                 base_overrides=base,
                 # --force rebuilds even what the live collection already holds.
