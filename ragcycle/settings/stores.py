@@ -112,11 +112,14 @@ class PrefectSettings(BaseModel):
     """Prefect server to talk to; ephemeral (in-process, no server) when ``api_url`` is unset."""
 
     api_url: str | None = Field(None, description="e.g. http://127.0.0.1:4200/api")
+    # Prefect's own bounds, kept: the temporary server on SQLite answers 503 for a moment under
+    # load (two threads of a reindex writing task runs), and its client retries those; with
+    # fewer retries such blips failed flows in tests.
     request_timeout_seconds: float = Field(
-        30, gt=0, description="one request to the Prefect API, at most (Prefect's default: 60)"
+        60, gt=0, description="one request to the Prefect API, at most"
     )
     client_max_retries: int = Field(
-        2, ge=0, description="retries of a failed Prefect API request (Prefect's default: 5)"
+        5, ge=0, description="retries of a failed Prefect API request (with back-off)"
     )
     home: Path | None = Field(None, description="PREFECT_HOME (default: <data_dir>/prefect)")
     task_runner: Literal["threads", "dask"] = Field(
