@@ -79,6 +79,7 @@ def evaluate(request: EvaluateRequest) -> dict[str, Any]:
     for error in golden.errors:
         logger.warning("dataset line %d skipped: %s", error["line"], error["error"])
     index = open_index(settings, serving.collection, create=False)
+    version = serving.version.version if serving.version else None
     embedder = embedder_from_settings(settings)
     generator = generator_from_settings(settings, embedder)
     prompt = load_prompt_task(settings.generation.prompt_name, settings.generation.prompt_version)
@@ -110,13 +111,12 @@ def evaluate(request: EvaluateRequest) -> dict[str, Any]:
         rows, k, evaluation.bootstrap_samples, evaluation.confidence, evaluation.seed
     )
     experiment = request.experiment or f"{settings.mlflow.experiment_prefix}-eval-{golden.name}"
-    version = serving.version.version if serving.version else None
     params = {
         "dataset": dataset_path,
         "dataset_digest": golden.digest,
         "questions": len(golden.items),
         "collection": index.name,
-        "index_version": serving.version.version if serving.version else "",
+        "index_version": version or "",
         "config": config_summary(serving_config(settings)),
         "embedding_model": settings.embedding.model_name,
         "chunking": settings.chunking.model_dump_json(),

@@ -40,7 +40,7 @@ from tasks.retrying import worth_retrying
 from tasks.tracking.reports import IngestReport, StageTimer, publish_ingest_report
 from tasks.tracking.runs import mlflow_client
 from tasks.versions import VersionRegistry, resolve_serving
-from tasks.versions.records import begin_first_version, built_tags, corpus_state
+from tasks.versions.records import CorpusState, begin_first_version, built_tags, corpus_state
 
 __all__ = ["IngestRequest", "ingest", "ingest_partition", "ingest_partition_task"]
 
@@ -159,10 +159,9 @@ def _finish_first_version(
     registry: VersionRegistry,
     number: int,
     report: IngestReport,
-    paths: Sequence[Path],
+    corpus: CorpusState,
     settings: Settings,
 ) -> None:
-    corpus = corpus_state(paths, settings.ingest.extensions)
     failed = [item["doc_id"] for item in report.failed]
     tags = built_tags(corpus, report.chunks["total"], failed, settings)
     registry.set_status(number, "ready", **tags)
@@ -194,9 +193,8 @@ def _ingest(request: IngestRequest, settings: Settings) -> dict[str, Any]:
     if first:
         # The first ingest of an index is its version 1, live once written: one path into the
         # index, so reindex, rollback and the monitor have a version to work from.
-        created = begin_first_version(
-            registry, settings, corpus_state(paths, settings.ingest.extensions)
-        )
+        corpus = corpus_state(paths, settings.ingest.extensions)
+        created = begin_first_version(registry, settings, corpus)
         logger.info("First ingest of %s: building version %d", serving.collection, created.version)
         target = created.collection
     else:
@@ -257,15 +255,13 @@ def _ingest(request: IngestRequest, settings: Settings) -> dict[str, Any]:
     report.finish(index.count(), timer)
     publish_ingest_report(report)
     if first:
-        _finish_first_version(registry, created.version, report, paths, settings)
+        _finish_first_version(registry, created.version, report, corpus, settings)
     elif serving.version is not None and serving.version.live:
         mirrored = [*serving.version.sources, *(str(p) for p in paths)]
-        corpus = corpus_state(mirrored, settings.ingest.extensions)
+        refreshed = corpus_state(mirrored, settings.ingest.extensions)
         failed = [item["doc_id"] for item in report.failed]
-        for key, value in built_tags(corpus, report.chunks["total"], failed, settings).items():
-            registry.client.set_model_version_tag(
-                registry.model_name, str(serving.version.version), key, value
-            )
+        tags = built_tags(refreshed, report.chunks["total"], failed, settings)
+        registry.set_tags(serving.version.version, **tags)
     logger.info(
         "Ingest into %s done in %.1f s: %s; chunks %s; %d not indexed",
         index.name,

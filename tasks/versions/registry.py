@@ -224,9 +224,12 @@ class VersionRegistry:
             for v in self.versions()
         )
 
-    def set_status(self, version: int, status: str, **tags: str) -> None:
-        for key, value in {"status": status, **tags}.items():
+    def set_tags(self, version: int, **tags: str) -> None:
+        for key, value in tags.items():
             self.client.set_model_version_tag(self.model_name, str(version), key, value)
+
+    def set_status(self, version: int, status: str, **tags: str) -> None:
+        self.set_tags(version, status=status, **tags)
 
     def promote(self, version: int) -> IndexVersion:
         """Make ``version`` live; the live one becomes ``previous``. One alias write each."""
