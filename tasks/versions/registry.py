@@ -146,11 +146,20 @@ class VersionRegistry:
         tags = dict(model_version.tags or {})
         return IndexVersion(
             version=int(model_version.version),
-            collection=tags.get("collection") or collection_of(str(model_version.source)),
+            collection=tags.get("collection") or self._implied_collection(model_version),
             status=tags.get("status", "unknown"),
             tags=tags,
             aliases=tuple(sorted(aliases if aliases is not None else model_version.aliases or ())),
         )
+
+    def _implied_collection(self, model_version: Any) -> str:
+        """The collection of a version without a ``collection`` tag: an older version's source
+        names it; a newer one's source names only the index (its number was not known yet), and
+        a builder killed before tagging it leaves the name :meth:`register` gives it."""
+        named = collection_of(str(model_version.source))
+        if named == self.index_name:
+            return f"{self.index_name}__v{int(model_version.version)}"
+        return named
 
     def get(self, version: int) -> IndexVersion:
         for candidate in self.versions():

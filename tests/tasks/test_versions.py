@@ -50,3 +50,19 @@ def test_retention_skips_versions_whose_collections_are_gone(tmp_path: Path) -> 
     assert registry.delete([registry.get(1), registry.get(3)], drop) == [3]
     assert registry.get(1).status == "rejected" and registry.get(3).status == "deleted"
     assert registry.live().version == 6  # type: ignore[union-attr]
+
+
+def test_a_version_killed_before_its_collection_tag_still_names_its_collection(
+    tmp_path: Path,
+) -> None:
+    """Regression: a first ingest killed between creating its model version and tagging the
+    collection left a version whose collection read as the bare index name, and the re-run
+    resumed into `docs` instead of `docs__v1`."""
+    registry = VersionRegistry(f"sqlite:///{tmp_path / 'mlflow.db'}", "docs")
+    registry._ensure_model()
+    registry.client.create_model_version(
+        registry.model_name, source="chroma:///docs", tags={"status": "building"}
+    )
+    assert registry.get(1).collection == "docs__v1"
+    registry.client.create_model_version(registry.model_name, source="chroma:///docs__v7")
+    assert registry.get(2).collection == "docs__v7"  # an older registry's source names it
