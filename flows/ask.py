@@ -3,6 +3,7 @@ Prefect round trip on the hot path) and a Prefect flow for scheduled or remote u
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -12,15 +13,15 @@ from pydantic import BaseModel, Field
 
 from ragcycle.runtime import configure_environment
 from ragcycle.settings import Settings, load_settings
+from tasks.answering import Answered, GuardConfig, Parts, TraceOptions, answer_question
 from tasks.audit import QueryLog
 from tasks.embedding import embedder_from_settings
-from tasks.generation.answers import Answer, Generator, generator_identity
+from tasks.generation.answers import Answer, generator_identity
 from tasks.generation.backends import generator_from_settings
-from tasks.generation.prompts import PromptTemplate, load_prompt
-from tasks.guardrails import Verdict, guard_answer, withhold_injected
+from tasks.generation.prompts import load_prompt
 from tasks.indexing.store import VectorIndex, open_index
-from tasks.retrieval import Retrieval, retrieve
-from tasks.tracking.runs import mlflow_client
+from tasks.retrieval import Retrieval
+from tasks.tracking.runs import ensure_experiment, mlflow_client
 from tasks.versions import resolve_serving
 
 __all__ = ["AskRequest", "Asker", "ask", "ask_task"]
@@ -40,19 +41,32 @@ class AskResult:
     guardrails: dict[str, Any]
     index_version: int | None = None
     query_id: int | None = None
+    trace_id: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
+Export = Callable[[], None]
+
+
+def _export_now(export: Export) -> None:
+    export()
+
+
 class Asker:
-    """Holds the warm parts (model, index, prompt, backend) so each question costs milliseconds."""
+    """Holds the warm parts (model, index, prompt, backend) so each question costs milliseconds.
+
+    ``ship`` receives each finished trace's writer: by default it runs at once (the CLI); the
+    API hands it to a background shipper so MLflow being slow never delays an answer.
+    """
 
     def __init__(
         self,
         settings: Settings,
         collection: str | None = None,
         overrides: dict[str, Any] | None = None,
+        ship: Callable[[Export], None] = _export_now,
     ) -> None:
         mlflow_client(settings.mlflow_tracking_uri)
         # The live version answers with the config it was gated with, not today's settings.
@@ -60,55 +74,67 @@ class Asker:
         settings = serving.settings
         self.settings = settings
         self.version = serving.version.version if serving.version else None
-        self.embedder = embedder_from_settings(settings)
-        self.index: VectorIndex = open_index(settings, serving.collection, create=False)
-        self.generator: Generator = generator_from_settings(settings, self.embedder)
-        self.prompt: PromptTemplate = load_prompt(
-            settings.generation.prompt_name, settings.generation.prompt_version
+        embedder = embedder_from_settings(settings)
+        self.parts = Parts(
+            index=open_index(settings, serving.collection, create=False),
+            embedder=embedder,
+            generator=generator_from_settings(settings, embedder),
+            prompt=load_prompt(settings.generation.prompt_name, settings.generation.prompt_version),
+            guard=GuardConfig.from_settings(settings),
+            fetch_multiplier=settings.retrieval.fetch_multiplier,
         )
+        self.index: VectorIndex = self.parts.index
         self.log = QueryLog(settings.data_dir / "query_log.sqlite")
+        self.ship = ship
+        self.experiment_id = (
+            ensure_experiment(
+                f"{settings.mlflow.experiment_prefix}-{settings.tracing.experiment}",
+                settings.mlflow_artifact_location,
+                settings.mlflow_tracking_uri,
+            )
+            if settings.tracing.enabled
+            else None
+        )
 
     def ask(
-        self, question: str, k: int | None = None, where: dict[str, Any] | None = None
+        self,
+        question: str,
+        k: int | None = None,
+        where: dict[str, Any] | None = None,
+        session_id: str | None = None,
+        origin: str = "cli",
     ) -> AskResult:
-        """Retrieve, keep injected chunks out, generate, run the guardrails, log.
+        """Answer as :func:`answer_question` does, log it, and ship its trace.
 
         The answer returned (and logged) is the one a user may see: redacted, or replaced by a
         refusal when the guardrails withhold it.
         """
         k = k or self.settings.retrieval.k
-        retrieval = retrieve(question, self.index, self.embedder, k, where=where)
-        chunks = retrieval.top_chunks(k)
-        withheld: dict[str, list[str]] = {}
-        if self.settings.guardrails.withhold_injected:
-            chunks, withheld = withhold_injected(chunks)
-        answer = self.generator.generate(
-            question, chunks, self.prompt, retrieval.vector, seed=self.settings.generation.seed
+        trace = None
+        if self.experiment_id is not None:
+            tags = {"ragcycle.origin": origin, "ragcycle.index_version": str(self.version or "")}
+            trace = TraceOptions(self.experiment_id, tags, session_id)
+        answered = answer_question(
+            self.parts, question, k, where=where, seed=self.settings.generation.seed, trace=trace
         )
-        guard = self.settings.guardrails
-        verdict = guard_answer(
-            answer.text,
-            [hit.text for hit in chunks],
-            toxicity_threshold=self.settings.evaluation.toxicity_threshold,
-            pii_action=guard.pii_action,
-            support_threshold=guard.support_threshold,
-            withheld=withheld,
-        )
-        result = _result(retrieval, answer, generator_identity(self.generator), verdict)
+        result = _result(answered, generator_identity(self.parts.generator))
         result.index_version = self.version
+        result.trace_id = answered.trace_id
         result.query_id = self.log.append(
             {
-                **_log_record(self.index.name, retrieval, answer, result),
+                **_log_record(self.index.name, answered.retrieval, answered.answer, result),
                 "index_version": self.version,
+                "trace_id": answered.trace_id,
+                "session_id": session_id,
             }
         )
+        self.ship(answered.close_trace({"ragcycle.query_id": str(result.query_id)}))
         return result
 
 
-def _result(
-    retrieval: Retrieval, answer: Answer, generator: dict[str, str | None], verdict: Verdict
-) -> AskResult:
-    retrieve_ms = retrieval.latency_ms["retrieve"]
+def _result(answered: Answered, generator: dict[str, str | None]) -> AskResult:
+    answer, verdict = answered.answer, answered.verdict
+    retrieve_ms = answered.retrieval.latency_ms["retrieve"]
     return AskResult(
         answer=verdict.answer,
         sources=[{"source": s.source, "page": s.page, "score": s.score} for s in answer.sources],

@@ -31,7 +31,13 @@ class QueryLog:
             )
             # Columns added after the first release: logs written before them stay readable.
             have = {row[1] for row in db.execute("PRAGMA table_info(queries)")}
-            for column in ("index_version INTEGER", "sources TEXT", "guardrails TEXT"):
+            for column in (
+                "index_version INTEGER",
+                "sources TEXT",
+                "guardrails TEXT",
+                "trace_id TEXT",
+                "session_id TEXT",
+            ):
                 if column.split()[0] not in have:
                     db.execute(f"ALTER TABLE queries ADD COLUMN {column}")
             db.execute(
@@ -62,13 +68,15 @@ class QueryLog:
             record.get("index_version"),
             json.dumps(record.get("sources", [])),
             json.dumps(record.get("guardrails", {})),
+            record.get("trace_id"),
+            record.get("session_id"),
         )
         with self._connect() as db:
             cursor = db.execute(
                 "INSERT INTO queries (at, collection, question, chunk_ids, scores, best_score,"
                 " answer, abstained, latency_ms, prompt_tokens, completion_tokens, generator,"
-                " prompt, index_version, sources, guardrails)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " prompt, index_version, sources, guardrails, trace_id, session_id)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 row,
             )
             return int(cursor.lastrowid or 0)
@@ -95,17 +103,21 @@ class QueryLog:
         rating: str,
         comment: str | None = None,
         expected_answer: str | None = None,
-    ) -> bool:
-        """Record a user's verdict on an answer; False when no such query was logged."""
+    ) -> dict[str, Any] | None:
+        """Record a user's verdict on an answer; returns the answer's trace and session ids, or
+        None when no such query was logged."""
         with self._connect() as db:
-            if db.execute("SELECT 1 FROM queries WHERE id = ?", (query_id,)).fetchone() is None:
-                return False
+            found = db.execute(
+                "SELECT trace_id, session_id FROM queries WHERE id = ?", (query_id,)
+            ).fetchone()
+            if found is None:
+                return None
             db.execute(
                 "INSERT INTO feedback (at, query_id, rating, comment, expected_answer)"
                 " VALUES (?, ?, ?, ?, ?)",
                 (time.time(), query_id, rating, comment, expected_answer),
             )
-        return True
+        return {"trace_id": found[0], "session_id": found[1]}
 
     def ratings(self) -> dict[int, list[str]]:
         """Every rating given, by query id."""

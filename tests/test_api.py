@@ -99,6 +99,42 @@ def test_ask_answers_with_sources_verdict_and_ids(client: TestClient) -> None:
     audit = log.get(answer["query_id"])
     assert audit["feedback"][0]["rating"] == "down" and audit["index_version"] == 2
     assert audit["guardrails"]["status"] == "pass" and audit["sources"][0]["source"] == "tasks.md"
+    assert audit["trace_id"] == answer["trace_id"] == liked.json()["trace_id"]
+
+
+def test_each_answer_is_a_trace_with_spans_tags_and_the_users_feedback(
+    client: TestClient, served: Path
+) -> None:
+    from mlflow import MlflowClient
+
+    answer = ask(client, "When do background tasks run?", session_id="user-7", k=1).json()
+    client.post(
+        "/feedback",
+        json={"query_id": answer["query_id"], "rating": "down", "comment": "too vague"},
+        headers={"X-API-Key": KEY},
+    )
+    shipper = client.app.state.service["shipper"]  # type: ignore[attr-defined]
+    deadline = time.monotonic() + 30
+    while shipper.stats().pending and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert shipper.stats().pending == 0 and shipper.stats().dropped == 0
+
+    trace = MlflowClient(make_settings(served).mlflow_tracking_uri).get_trace(answer["trace_id"])
+    spans = {span.name: span for span in trace.data.spans}
+    assert set(spans) == {"ask", "retrieve", "generate", "guardrails"}
+    assert spans["retrieve"].span_type == "RETRIEVER"
+    assert spans["retrieve"].outputs[0]["metadata"]["doc_uri"] == "tasks.md"
+    assert spans["generate"].span_type == "CHAT_MODEL"
+    assert spans["generate"].get_attribute("mlflow.chat.tokenUsage")["output_tokens"] > 0
+    assert spans["guardrails"].outputs["status"] == "pass"
+    tags = trace.info.tags
+    assert tags["ragcycle.index_version"] == "2" and tags["ragcycle.origin"] == "api"
+    assert tags["ragcycle.query_id"] == str(answer["query_id"])
+    assert tags["ragcycle.prompt"] == answer["prompt"]
+    assert trace.info.trace_metadata["mlflow.trace.session"] == "user-7"
+    rating = [a for a in trace.info.assessments if a.name == "user_rating"]
+    assert rating and rating[0].value is False and rating[0].source.source_type == "HUMAN"
+    assert rating[0].rationale == "too vague"
 
 
 def test_clear_client_errors(client: TestClient) -> None:
@@ -124,9 +160,11 @@ def test_clear_client_errors(client: TestClient) -> None:
 
 def test_guardrails_redact_withhold_and_keep_injection_out(client: TestClient) -> None:
     redacted = ask(client, "Who do I contact to get the release keys?").json()
-    assert "jane.doe@example.com" not in redacted["answer"] and "[EMAIL]" in redacted["answer"]
+    assert (
+        "jane.doe@example.com" not in redacted["answer"] and "[EMAIL_ADDRESS]" in redacted["answer"]
+    )
     assert redacted["guardrails"]["status"] == "warning"
-    assert redacted["guardrails"]["pii"] == ["email"]
+    assert redacted["guardrails"]["pii"] == ["EMAIL_ADDRESS"]
 
     withheld = ask(client, "Who is this tool for, according to the rant?").json()
     assert withheld["guardrails"]["status"] == "fail" and withheld["answer"] == REFUSAL

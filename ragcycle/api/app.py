@@ -4,9 +4,11 @@ at ``/docs``. Routes parse, call the asker and present; every failure is a statu
 
 from __future__ import annotations
 
+import functools
 import hmac
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from dataclasses import asdict
 from typing import Any, Literal
 
 from fastapi import Depends, FastAPI, HTTPException, Request, Response
@@ -17,6 +19,8 @@ from pydantic import BaseModel, Field
 from ragcycle.api.service import Admission, LiveAsker, OverloadedError
 from ragcycle.errors import IndexStoreError, RagcycleError, RegistryError
 from ragcycle.settings import Settings, load_settings
+from tasks.tracking.shipping import TraceShipper, tracking_reachable
+from tasks.tracking.traces import log_user_feedback
 
 __all__ = ["AskBody", "FeedbackBody", "create_app"]
 
@@ -50,9 +54,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         chosen = settings or load_settings()
         configure_environment(chosen)
         holder["settings"] = chosen
-        holder["asker"] = await run_in_threadpool(_live_asker, chosen)
+        shipper = TraceShipper(
+            functools.partial(tracking_reachable, chosen.mlflow_tracking_uri),
+            chosen.tracing.max_pending,
+            chosen.tracing.retry_seconds,
+        )
+        holder["shipper"] = shipper
+        holder["asker"] = await run_in_threadpool(_live_asker, chosen, shipper)
         holder["admission"] = Admission(chosen.api.max_in_flight, chosen.api.max_queue)
         yield
+        await run_in_threadpool(shipper.close)
 
     app = FastAPI(
         title="ragcycle",
@@ -94,7 +105,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             async with holder["admission"].slot():
                 asker = await run_in_threadpool(live.current)
-                result = await run_in_threadpool(asker.ask, body.question, body.k, body.where)
+                result = await run_in_threadpool(
+                    asker.ask, body.question, body.k, body.where, body.session_id, "api"
+                )
         except OverloadedError:
             retry = str(holder["settings"].api.retry_after_seconds)
             raise HTTPException(
@@ -115,7 +128,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
         if not recorded:
             raise HTTPException(404, f"no answer with query_id {body.query_id}")
-        return {"recorded": True, "query_id": body.query_id}
+        trace_id = recorded.get("trace_id")
+        if trace_id:
+            # After the answer's own trace in the shipper's queue, so the trace exists by then.
+            holder["shipper"].submit(
+                functools.partial(
+                    log_user_feedback,
+                    trace_id,
+                    body.rating,
+                    body.comment,
+                    recorded.get("session_id"),
+                    body.expected_answer,
+                )
+            )
+        return {"recorded": True, "query_id": body.query_id, "trace_id": trace_id}
 
     @app.get("/status", dependencies=[Depends(authorised)])
     async def status() -> dict[str, Any]:
@@ -125,7 +151,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     return app
 
 
-def _live_asker(settings: Settings) -> LiveAsker:
+def _live_asker(settings: Settings, shipper: TraceShipper) -> LiveAsker:
     from flows.ask import Asker
     from tasks.versions import VersionRegistry
 
@@ -135,7 +161,10 @@ def _live_asker(settings: Settings) -> LiveAsker:
         live = registry.live()
         return live.version if live else None
 
-    return LiveAsker(settings, Asker, live_version)
+    def build(chosen: Settings) -> Asker:
+        return Asker(chosen, ship=shipper.submit)
+
+    return LiveAsker(settings, build, live_version)
 
 
 def _status(holder: dict[str, Any]) -> dict[str, Any]:
@@ -160,5 +189,6 @@ def _status(holder: dict[str, Any]) -> dict[str, Any]:
             "max_queue": admission.queue_limit,
         },
         "refresh_failures": live.refresh_failures,
+        "tracing": asdict(holder["shipper"].stats()),
         **latest_runs(settings.mlflow_tracking_uri, settings.mlflow.experiment_prefix),
     }

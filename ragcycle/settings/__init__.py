@@ -35,6 +35,7 @@ from ragcycle.settings.pipeline import (
     LifecycleSettings,
     Price,
     RetrievalSettings,
+    TracingSettings,
 )
 from ragcycle.settings.stores import (
     ChromaSettings,
@@ -64,6 +65,7 @@ __all__ = [
     "Price",
     "RetrievalSettings",
     "Settings",
+    "TracingSettings",
     "load_settings",
     "merge_nested",
 ]
@@ -99,6 +101,7 @@ class Settings(BaseSettings):
     retrieval: RetrievalSettings = RetrievalSettings()
     generation: GenerationSettings = GenerationSettings()
     guardrails: GuardrailSettings = GuardrailSettings()
+    tracing: TracingSettings = TracingSettings()
     evaluation: EvaluationSettings = EvaluationSettings()
     lifecycle: LifecycleSettings = LifecycleSettings()
     mlflow: MlflowSettings = MlflowSettings()

@@ -23,6 +23,7 @@ __all__ = [
     "LifecycleSettings",
     "Price",
     "RetrievalSettings",
+    "TracingSettings",
 ]
 
 
@@ -169,6 +170,34 @@ class GuardrailSettings(BaseModel):
     withhold_injected: bool = Field(
         True, description="keep retrieved chunks with prompt-injection markers out of the prompt"
     )
+    pii_entities: list[str] = Field(
+        ["EMAIL_ADDRESS", "PHONE_NUMBER", "CREDIT_CARD", "IBAN_CODE", "US_SSN"],
+        min_length=1,
+        description="Presidio entity types that count as personal data (add PERSON, LOCATION,"
+        " IP_ADDRESS where names or addresses are private rather than the subject matter)",
+    )
+    pii_score: float = Field(0.4, ge=0, le=1, description="Presidio's minimum confidence")
+    ingest_policy: Literal["flag", "quarantine"] = Field(
+        "flag",
+        description="chunks with PII or injection markers at ingest: index them with the findings"
+        " in their metadata, or keep them out of the index (both listed in the ingest report)",
+    )
+
+
+class TracingSettings(BaseModel):
+    """MLflow traces of answered questions (`ragcycle ask`, the API, evaluations)."""
+
+    enabled: bool = Field(True, description="trace every answered question")
+    experiment: str = Field(
+        "serving", description="experiment of production traces: <mlflow.experiment_prefix>-NAME"
+    )
+    max_pending: int = Field(
+        500,
+        ge=1,
+        le=900,  # MLflow keeps at most 1000 unfinished traces in memory
+        description="API: traces waiting while MLflow is slow or down; beyond it, dropped",
+    )
+    retry_seconds: float = Field(5, gt=0, description="API: wait before retrying MLflow")
 
 
 class ApiSettings(BaseModel):

