@@ -12,6 +12,7 @@ from pydantic import BaseModel, Field
 from ragcycle.errors import ConfigError
 from ragcycle.runtime import configure_environment
 from ragcycle.settings import load_settings
+from tasks.answering import Answered, GuardConfig, Parts, TraceOptions, answer_many_task
 from tasks.embedding import embedder_from_settings
 from tasks.evaluation.golden import load_golden_task
 from tasks.evaluation.judges import JUDGE_CRITERIA, judge_params, judge_rows_task, judge_source
@@ -22,13 +23,16 @@ from tasks.evaluation.scoring import (
     scoring_config,
     summarize_task,
 )
-from tasks.generation.answers import answer_retrievals_task
 from tasks.generation.backends import generator_from_settings, judge_from_settings
 from tasks.generation.prompts import load_prompt_task
 from tasks.indexing.store import open_index
-from tasks.retrieval import retrieve_many_task
 from tasks.tracking.reports import publish_evaluation
-from tasks.tracking.runs import EvaluationRecord, log_evaluation_task, mlflow_client
+from tasks.tracking.runs import (
+    EvaluationRecord,
+    ensure_experiment,
+    log_evaluation_task,
+    mlflow_client,
+)
 from tasks.versions import config_summary, resolve_serving, serving_config
 
 __all__ = ["EvaluateRequest", "evaluate"]
@@ -83,34 +87,56 @@ def evaluate(request: EvaluateRequest) -> dict[str, Any]:
     embedder = embedder_from_settings(settings)
     generator = generator_from_settings(settings, embedder)
     prompt = load_prompt_task(settings.generation.prompt_name, settings.generation.prompt_version)
+    parts = Parts(
+        index=index,
+        embedder=embedder,
+        generator=generator,
+        prompt=prompt,
+        guard=GuardConfig.from_settings(settings),
+        fetch_multiplier=settings.retrieval.fetch_multiplier,
+    )
     judge = judge_from_settings(settings)
     config = scoring_config(settings.evaluation, generator.name, generator.model, k)
+    experiment = request.experiment or f"{settings.mlflow.experiment_prefix}-eval-{golden.name}"
+    trace = None
+    if settings.tracing.enabled:
+        experiment_id = ensure_experiment(
+            experiment, settings.mlflow_artifact_location, settings.mlflow_tracking_uri
+        )
+        trace_tags = {
+            "ragcycle.origin": "evaluation",
+            "ragcycle.index_version": str(version or ""),
+            "ragcycle.dataset_digest": golden.digest,
+        }
+        trace = TraceOptions(experiment_id, trace_tags)
 
     items = [item for _ in range(repeats) for item in golden.items]
     repeat_of = [r for r in range(repeats) for _ in golden.items]
     seeds: list[int | None] = [settings.generation.seed + r for r in repeat_of]
-    retrievals: list[Any] = []
-    answers: list[Any] = []
+    answered: list[Answered] = []
     for start in range(0, len(items), BATCH):
         batch = [item.question for item in items[start : start + BATCH]]
-        label = f"{start // BATCH}"
-        found = retrieve_many_task(
-            batch, index, embedder, k, settings.retrieval.fetch_multiplier, label=label
+        answered += answer_many_task(
+            parts, batch, k, seeds[start : start + BATCH], trace, label=f"{start // BATCH}"
         )
-        retrievals += found
-        answers += answer_retrievals_task(
-            found, generator, prompt, k, seeds[start : start + BATCH], label=label
-        )
-
-    rows = score_rows_task(items, repeat_of, retrievals, answers, embedder, config)
+    retrievals = [one.retrieval for one in answered]
+    rows = score_rows_task(
+        items,
+        repeat_of,
+        retrievals,
+        [one.answer for one in answered],
+        embedder,
+        config,
+        [one.verdict for one in answered],
+        [one.trace_id for one in answered],
+    )
     evaluation = settings.evaluation
     if judge is not None:
-        contexts = [[hit.text for hit in r.top_chunks(k)] for r in retrievals]
+        contexts = [[hit.text for hit in one.chunks] for one in answered]
         rows = judge_rows_task(rows, contexts, judge, evaluation.judge.context_chars)
     summary = summarize_task(
         rows, k, evaluation.bootstrap_samples, evaluation.confidence, evaluation.seed
     )
-    experiment = request.experiment or f"{settings.mlflow.experiment_prefix}-eval-{golden.name}"
     params = {
         "dataset": dataset_path,
         "dataset_digest": golden.digest,

@@ -8,10 +8,13 @@ have the same spans as production traffic.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
 
 from ragcycle.settings import Settings
 from tasks.embedding import TextEmbedder
@@ -22,7 +25,15 @@ from tasks.indexing.store import Hit, VectorIndex
 from tasks.retrieval import Retrieval, retrieve
 from tasks.tracking.traces import QueryTrace, retrieved_documents
 
-__all__ = ["Answered", "GuardConfig", "Parts", "TraceOptions", "answer_question"]
+__all__ = [
+    "Answered",
+    "GuardConfig",
+    "Parts",
+    "TraceOptions",
+    "answer_many",
+    "answer_many_task",
+    "answer_question",
+]
 
 
 @dataclass(frozen=True)
@@ -77,10 +88,7 @@ class Answered:
     verdict: Verdict
     chunks: list[Hit]  # what the prompt saw
     trace: QueryTrace | None
-
-    @property
-    def trace_id(self) -> str | None:
-        return self.trace.trace_id if self.trace else None
+    trace_id: str | None = None
 
     def close_trace(self, tags: dict[str, str]) -> Callable[[], None]:
         """Finish the trace with the served answer; the callable writes it (a no-op untraced)."""
@@ -144,7 +152,37 @@ def answer_question(
             pii=guard.pii,
         )
         _set(span, outputs=verdict.as_dict())
-    return Answered(retrieval, answer, verdict, chunks, traced)
+    return Answered(retrieval, answer, verdict, chunks, traced, traced.trace_id if traced else None)
+
+
+def answer_many(
+    parts: Parts,
+    questions: Sequence[str],
+    k: int,
+    seeds: Sequence[int | None],
+    trace: TraceOptions | None = None,
+) -> list[Answered]:
+    """Each question answered as production would answer it, its trace written at once."""
+    answered: list[Answered] = []
+    for question, seed in zip(questions, seeds, strict=True):
+        one = answer_question(parts, question, k, seed=seed, trace=trace)
+        one.close_trace({})()
+        one.trace = None  # written: only its id is needed from here on
+        answered.append(one)
+    return answered
+
+
+@task(name="answer", task_run_name="answer-{label}", cache_policy=NO_CACHE)
+def answer_many_task(
+    parts: Parts,
+    questions: list[str],
+    k: int,
+    seeds: list[int | None],
+    trace: TraceOptions | None = None,
+    label: str = "batch",
+) -> list[Answered]:
+    """Prefect edge of :func:`answer_many` (retries live in the generator's HTTP client)."""
+    return answer_many(parts, questions, k, seeds, trace)
 
 
 def _open_trace(parts: Parts, question: str, trace: TraceOptions | None) -> QueryTrace | None:

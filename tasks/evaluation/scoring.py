@@ -189,7 +189,14 @@ QUALITY_METRICS = (
 )
 
 
-RATE_METRICS = ("pii_in_answer", "toxic_answer", "pii_in_context", "injection_in_context")
+RATE_METRICS = (
+    "pii_in_answer",
+    "toxic_answer",
+    "pii_in_context",
+    "injection_in_context",
+    "guardrail_fail",
+    "guardrail_warning",
+)
 
 
 @dataclass
@@ -220,7 +227,9 @@ def summarize(
     judged = tuple(name for name in JUDGE_CRITERIA if rows and name in rows[0])
     for template in (*QUALITY_METRICS, *judged, *RATE_METRICS):
         name = template.format(k=k)
-        per_question = [nanmean(float(r[name]) for r in group) for group in by_question.values()]
+        per_question = [
+            nanmean(float(r.get(name, math.nan)) for r in group) for group in by_question.values()
+        ]
         metrics[name] = nanmean(per_question)
         ci[name] = bootstrap_ci(per_question, samples=samples, confidence=confidence, seed=seed)
     for stage in ("retrieve", "generate", "total"):
@@ -256,13 +265,19 @@ def score_rows(
     answers: Sequence[Any],
     embedder: Any,
     config: ScoringConfig,
+    verdicts: Sequence[Any] | None = None,
+    trace_ids: Sequence[str | None] | None = None,
 ) -> list[dict[str, Any]]:
-    """Score every (item, repeat); answers and references are embedded in one batch."""
+    """Score every (item, repeat); answers and references are embedded in one batch.
+
+    ``verdicts`` are the guardrails' decisions as production made them (and ``trace_ids`` the
+    answers' traces): the row then says what a user would have been served.
+    """
     answer_texts = [answer.text for answer in answers]
     references = [item.expected_answer or "" for item in items]
     vectors = embedder.embed([*answer_texts, *references]) if answers else np.zeros((0, 0))
     count = len(answers)
-    return [
+    rows = [
         score_row(
             item,
             repeat,
@@ -276,6 +291,15 @@ def score_rows(
             zip(items, repeats, retrievals, answers, strict=True)
         )
     ]
+    for row, verdict in zip(rows, verdicts or [], strict=False):
+        row["served_answer"] = verdict.answer
+        row["guardrail_status"] = verdict.status
+        row["guardrail_fail"] = float(verdict.status == "fail")
+        row["guardrail_warning"] = float(verdict.status == "warning")
+        row["guardrail_reasons"] = list(verdict.reasons)
+    for row, trace_id in zip(rows, trace_ids or [], strict=False):
+        row["trace_id"] = trace_id or ""
+    return rows
 
 
 @task(name="score", cache_policy=NO_CACHE)
@@ -286,9 +310,11 @@ def score_rows_task(
     answers: list[Any],
     embedder: Any,
     config: ScoringConfig,
+    verdicts: list[Any] | None = None,
+    trace_ids: list[str | None] | None = None,
 ) -> list[dict[str, Any]]:
     """Prefect edge of :func:`score_rows`."""
-    return score_rows(items, repeats, retrievals, answers, embedder, config)
+    return score_rows(items, repeats, retrievals, answers, embedder, config, verdicts, trace_ids)
 
 
 @task(name="summarize", cache_policy=NO_CACHE)

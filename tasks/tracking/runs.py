@@ -170,13 +170,23 @@ def _genai_evaluate(record: EvaluationRecord, names: list[str]) -> None:
     from mlflow.entities import AssessmentSource, AssessmentSourceType, Feedback
     from mlflow.genai.scorers import scorer
 
-    def value_of(outputs: dict[str, Any], name: str) -> float | None:
-        value = outputs.get("scores", {}).get(name)
+    everything = [*names, *record.judge_metrics]
+    traced = all(row.get("trace_id") for row in record.rows)
+    scores = {
+        row["trace_id"] if traced else str(i): {name: row.get(name) for name in everything}
+        for i, row in enumerate(record.rows)
+    }
+
+    def value_of(key: str, name: str) -> float | None:
+        value = scores.get(key, {}).get(name)
         return None if value is None or value != value else float(value)
 
+    def key_of(outputs: dict[str, Any] | None, trace: Any) -> str:
+        return str(trace.info.trace_id) if traced else str((outputs or {}).get("row"))
+
     def code_metric(name: str) -> Any:
-        def read(outputs: dict[str, Any]) -> float | None:
-            return value_of(outputs, name)
+        def read(outputs: dict[str, Any] | None, trace: Any) -> float | None:
+            return value_of(key_of(outputs, trace), name)
 
         return scorer(name=name)(read)
 
@@ -185,27 +195,31 @@ def _genai_evaluate(record: EvaluationRecord, names: list[str]) -> None:
             source_type=AssessmentSourceType.LLM_JUDGE, source_id=record.judge_source
         )
 
-        def read(outputs: dict[str, Any]) -> Feedback | None:
-            value = value_of(outputs, name)
+        def read(outputs: dict[str, Any] | None, trace: Any) -> Feedback | None:
+            value = value_of(key_of(outputs, trace), name)
             return None if value is None else Feedback(name=name, value=value, source=source)
 
         return scorer(name=name)(read)
 
-    everything = [*names, *record.judge_metrics]
+    # The answers' own traces (retrieve, generate and guardrail spans) when the evaluation
+    # traced them; otherwise MLflow makes a bare trace per row.
+    client = mlflow.MlflowClient()
     data = [
         {
-            "inputs": {"question": row["question"]},
-            "outputs": {
-                "answer": row["answer"],
-                "sources": row["sources"],
-                "scores": {name: row.get(name) for name in everything},
-            },
+            **(
+                {"trace": client.get_trace(row["trace_id"])}
+                if traced
+                else {
+                    "inputs": {"question": row["question"]},
+                    "outputs": {"answer": row["answer"], "sources": row["sources"], "row": i},
+                }
+            ),
             "expectations": {
                 "expected_answer": row["expected_answer"] or "",
                 "expected_sources": row["expected_sources"],
             },
         }
-        for row in record.rows
+        for i, row in enumerate(record.rows)
     ]
     scorers = [code_metric(n) for n in names] + [judge_metric(n) for n in record.judge_metrics]
     # MLflow prints an "Evaluation completed" banner to stdout, where `--json` output goes.

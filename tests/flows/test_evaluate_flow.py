@@ -66,6 +66,19 @@ def test_evaluation_scores_and_logs_a_run(indexed: Path) -> None:
     )
     assert len(table["data"]) == 17 and "answer_f1" in table["columns"]
     assert client.get_experiment(run.info.experiment_id).name == "ragcycle-eval-golden"
+    # Every question went through the production path: guardrails and a trace with real spans.
+    assert metrics["guardrail_fail"] == 0.0 and "guardrail_warning" in metrics
+    first = dict(zip(table["columns"], table["data"][0], strict=True))
+    assert first["guardrail_status"] in {"pass", "warning"}
+    trace = client.get_trace(first["trace_id"])
+    assert [span.span_type for span in trace.data.spans] == [
+        "CHAIN",
+        "RETRIEVER",
+        "CHAT_MODEL",
+        "GUARDRAIL",
+    ]
+    assert trace.info.tags["ragcycle.origin"] == "evaluation"
+    assert trace.info.experiment_id == run.info.experiment_id
 
 
 def test_a_damaged_index_scores_clearly_lower(indexed: Path) -> None:
