@@ -31,6 +31,8 @@ from tasks.embedding import (
     embed_with_cache,
     embedder_from_settings,
 )
+from tasks.guardrails import PiiDetector, pii_detector
+from tasks.guardrails.scan import finding_metadata, scan_chunks
 from tasks.indexing.plan import Partition, PartitionResult, partition_plan, plan_ingest_task
 from tasks.indexing.store import VectorIndex, document_states_task, open_index
 from tasks.indexing.writes import remove_documents_task, write_documents
@@ -71,8 +73,13 @@ def ingest_partition(
     max_file_bytes: int | None = None,
     max_chunks: int = 10_000,
     on_progress: ProgressCallback | None = None,
+    scan: PiiDetector | None = None,
+    quarantine: bool = False,
 ) -> PartitionResult:
-    """Load, chunk, embed and write one partition; bad files are recorded, not raised."""
+    """Load, chunk, scan, embed and write one partition; bad files are recorded, not raised.
+
+    With a ``scan`` detector every chunk is checked for PII and injection markers; flagged
+    chunks are indexed with their findings, or left out when ``quarantine`` is set."""
     seconds: dict[str, float] = {}
     begun = time.perf_counter()
     documents, failures = load_documents(
@@ -84,8 +91,15 @@ def ingest_partition(
     seconds["load"], begun = time.perf_counter() - begun, time.perf_counter()
     documents, chunks, too_long = chunk_within_limit(documents, chunking, max_chunks)
     failures = [*failures, *too_long]
-    ordered = flatten_chunks(documents, chunks)
     seconds["chunk"], begun = time.perf_counter() - begun, time.perf_counter()
+    findings = scan_chunks(flatten_chunks(documents, chunks), scan) if scan is not None else {}
+    if quarantine:
+        chunks = {
+            doc_id: [chunk for chunk in kept if chunk.chunk_id not in findings]
+            for doc_id, kept in chunks.items()
+        }
+    ordered = flatten_chunks(documents, chunks)
+    seconds["scan"], begun = time.perf_counter() - begun, time.perf_counter()
     vectors, embedded = embed_with_cache(
         [chunk.text for chunk in ordered],
         [chunk.content_hash for chunk in ordered],
@@ -94,8 +108,13 @@ def ingest_partition(
         on_progress=on_progress,
     )
     seconds["embed"], begun = time.perf_counter() - begun, time.perf_counter()
+    scanned = (
+        {chunk.chunk_id: finding_metadata(findings.get(chunk.chunk_id)) for chunk in ordered}
+        if scan is not None
+        else None
+    )
     written = write_documents(
-        index, documents, chunks, vectors, partition.states, chunking.config_hash()
+        index, documents, chunks, vectors, partition.states, chunking.config_hash(), scanned
     )
     seconds["index"] = time.perf_counter() - begun
     return PartitionResult(
@@ -105,6 +124,8 @@ def ingest_partition(
         deleted=written.deleted,
         embedded=embedded,
         seconds=seconds,
+        flagged=[finding.as_dict() for finding in findings.values()],
+        quarantined=len(findings) if quarantine else 0,
     )
 
 
@@ -130,6 +151,7 @@ def ingest_partition_task(
     """
     index = open_index(settings, collection)
     cache = EmbeddingCache(settings.embedding_cache_path) if settings.embedding.cache else None
+    guard = settings.guardrails
     try:
         return ingest_partition(
             partition,
@@ -142,6 +164,8 @@ def ingest_partition_task(
             max_file_bytes=settings.ingest.max_file_bytes,
             max_chunks=settings.ingest.max_chunks_per_document,
             on_progress=on_progress,
+            scan=pii_detector(tuple(guard.pii_entities), guard.pii_score),
+            quarantine=guard.ingest_policy == "quarantine",
         )
     finally:
         if cache is not None:
@@ -200,7 +224,7 @@ def _ingest(request: IngestRequest, settings: Settings) -> dict[str, Any]:
     else:
         target = serving.collection
     index = open_index(settings, target)
-    report = IngestReport(collection=index.name)
+    report = IngestReport(collection=index.name, policy=settings.guardrails.ingest_policy)
     chunking_hash = settings.chunking.config_hash()
     prune = settings.ingest.prune if request.prune is None else request.prune
     prune_roots = [str(p.expanduser().absolute()) for p in paths if prune and p.is_dir()]

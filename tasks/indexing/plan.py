@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
@@ -128,6 +129,8 @@ class PartitionResult:
     deleted: int
     embedded: int
     seconds: dict[str, float]
+    flagged: list[dict[str, Any]] = field(default_factory=list)  # the ingest scan's findings
+    quarantined: int = 0
 
     @property
     def files(self) -> int:

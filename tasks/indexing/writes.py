@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from prefect import task
@@ -31,10 +32,17 @@ __all__ = [
 
 
 def chunk_metadata(
-    document: Document, chunk: Chunk, *, chunk_count: int, chunking: str
+    document: Document,
+    chunk: Chunk,
+    *,
+    chunk_count: int,
+    chunking: str,
+    scanned: Mapping[str, Any] | None = None,
 ) -> Metadata:
-    """The metadata stored with a chunk: enough to cite it and to tell if it is current."""
+    """The metadata stored with a chunk: enough to cite it and to tell if it is current, plus
+    the ingest scan's findings (``scanned``: flagged, pii, injection) where it ran."""
     return {
+        **(scanned or {}),
         "doc_id": document.doc_id,
         "source": document.doc_id,
         "file_name": document.doc_id.rsplit("/", 1)[-1],
@@ -75,6 +83,7 @@ def write_documents(
     vectors: np.ndarray,
     states: Mapping[str, DocumentState],
     chunking: str,
+    scanned: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> WriteResult:
     """Upsert the chunks of ``documents`` (``vectors`` row by row), then drop stale ones.
 
@@ -87,7 +96,11 @@ def write_documents(
     texts = [chunk.text for chunk in ordered]
     metadatas = [
         chunk_metadata(
-            by_id[chunk.doc_id], chunk, chunk_count=len(chunks[chunk.doc_id]), chunking=chunking
+            by_id[chunk.doc_id],
+            chunk,
+            chunk_count=len(chunks[chunk.doc_id]),
+            chunking=chunking,
+            scanned=scanned.get(chunk.chunk_id) if scanned is not None else None,
         )
         for chunk in ordered
     ]

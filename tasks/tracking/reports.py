@@ -75,6 +75,9 @@ class IngestReport:
     warnings: list[dict[str, str]] = field(default_factory=list)
     stage_seconds: dict[str, float] = field(default_factory=dict)
     seconds: float = 0.0
+    policy: str = "flag"  # guardrails.ingest_policy: what happened to flagged chunks
+    flagged: list[dict[str, Any]] = field(default_factory=list)
+    quarantined: int = 0
 
     def record_failures(self, failures: list[LoadFailure]) -> None:
         for failure in failures:
@@ -99,6 +102,8 @@ class IngestReport:
             self.documents["changed" if doc_id in changed_ids else "new"] += 1
             self.warnings.extend({"doc_id": doc_id, "warning": warning} for warning in notes)
         self.record_write(result.written, result.deleted, result.embedded)
+        self.flagged.extend(result.flagged)
+        self.quarantined += result.quarantined
 
     def record_write(self, written: int, deleted: int, embedded: int) -> None:
         self.chunks["written"] += written
@@ -136,6 +141,20 @@ def ingest_report_markdown(report: IngestReport) -> str:
         "|---|---:|",
         *(f"| {key} | {value:.2f} |" for key, value in report.stage_seconds.items()),
     ]
+    if report.flagged:
+        verb = "kept out of the index" if report.quarantined else "indexed and flagged"
+        lines += [
+            "",
+            f"## Chunks with personal data or injection markers ({verb})",
+            "",
+            "| document | chunk | page | PII | injection |",
+            "|---|---:|---:|---|---|",
+            *(
+                f"| {f['doc_id']} | {f['chunk_index']} | {f['page']} | {', '.join(f['pii'])}"
+                f" | {', '.join(f['injection'])} |"
+                for f in report.flagged[:200]
+            ),
+        ]
     if report.failed:
         lines += ["", "## Not indexed", "", "| file | status | reason |", "|---|---|---|"]
         lines += [
