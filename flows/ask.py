@@ -16,6 +16,7 @@ from ragcycle.settings import Settings, load_settings
 from tasks.answering import Answered, GuardConfig, Parts, TraceOptions, answer_question
 from tasks.audit import QueryLog
 from tasks.embedding import embedder_from_settings
+from tasks.evaluation.scoring import answer_cost, scoring_config
 from tasks.generation.answers import Answer, generator_identity
 from tasks.generation.backends import generator_from_settings
 from tasks.generation.prompts import load_prompt
@@ -42,6 +43,7 @@ class AskResult:
     index_version: int | None = None
     query_id: int | None = None
     trace_id: str | None = None
+    cost_usd: float = 0.0
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -86,6 +88,10 @@ class Asker:
         self.index: VectorIndex = self.parts.index
         self.log = QueryLog(settings.data_dir / "query_log.sqlite")
         self.ship = ship
+        generator = self.parts.generator
+        self.pricing = scoring_config(
+            settings.evaluation, generator.name, generator.model, settings.retrieval.k
+        )
         self.experiment_id = (
             ensure_experiment(
                 f"{settings.mlflow.experiment_prefix}-{settings.tracing.experiment}",
@@ -120,12 +126,14 @@ class Asker:
         result = _result(answered, generator_identity(self.parts.generator))
         result.index_version = self.version
         result.trace_id = answered.trace_id
+        result.cost_usd = answer_cost(answered.answer, self.pricing)
         result.query_id = self.log.append(
             {
                 **_log_record(self.index.name, answered.retrieval, answered.answer, result),
                 "index_version": self.version,
                 "trace_id": answered.trace_id,
                 "session_id": session_id,
+                "cost_usd": result.cost_usd,
             }
         )
         self.ship(answered.close_trace({"ragcycle.query_id": str(result.query_id)}))

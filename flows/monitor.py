@@ -4,6 +4,7 @@ trigger answers on a server, or by running ``reindex`` directly when no server i
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -17,11 +18,15 @@ from ragcycle.errors import ConfigError
 from ragcycle.runtime import configure_environment
 from ragcycle.settings import load_settings
 from tasks.audit import QueryLog
+from tasks.embedding import embedder_from_settings
+from tasks.evaluation.golden import load_golden
 from tasks.indexing.store import open_index
 from tasks.loading import discover_sources, hash_sources
 from tasks.monitoring import (
     baseline_metrics,
+    check_production,
     corpus_drift,
+    measure_production_task,
     query_drift,
     run_checks_task,
     unindexed_of,
@@ -113,6 +118,18 @@ def monitor(request: MonitorRequest) -> dict[str, Any]:
         query_drift(queries, serving.settings.generation.min_score),
         life.query_drift_max_share,
     )
+    limits = life.production
+    log = QueryLog(settings.data_dir / "query_log.sqlite")
+    production = measure_production_task(
+        log.recent(limit=100_000, since=time.time() - limits.window_hours * 3600),
+        log.ratings(),
+        [item.question for item in load_golden(Path(dataset)).items],
+        embedder_from_settings(serving.settings),
+        limits,
+    )
+    production_reasons, production_table = check_production(production, limits)
+    checks.reasons += production_reasons
+    checks.table += production_table
     params = {
         "collection": collection,
         "live_version": live.version if live else None,
@@ -156,6 +173,7 @@ def monitor(request: MonitorRequest) -> dict[str, Any]:
         "metrics": result["metrics"],
         "baseline": baseline,
         "drift": checks.drift,
+        "production": production.as_dict(),
         "live_version": live.version if live else None,
         "triggered": triggered,
     }

@@ -37,6 +37,7 @@ class QueryLog:
                 "guardrails TEXT",
                 "trace_id TEXT",
                 "session_id TEXT",
+                "cost_usd REAL",
             ):
                 if column.split()[0] not in have:
                     db.execute(f"ALTER TABLE queries ADD COLUMN {column}")
@@ -70,13 +71,14 @@ class QueryLog:
             json.dumps(record.get("guardrails", {})),
             record.get("trace_id"),
             record.get("session_id"),
+            record.get("cost_usd"),
         )
         with self._connect() as db:
             cursor = db.execute(
                 "INSERT INTO queries (at, collection, question, chunk_ids, scores, best_score,"
                 " answer, abstained, latency_ms, prompt_tokens, completion_tokens, generator,"
-                " prompt, index_version, sources, guardrails, trace_id, session_id)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " prompt, index_version, sources, guardrails, trace_id, session_id, cost_usd)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 row,
             )
             return int(cursor.lastrowid or 0)

@@ -34,6 +34,7 @@ from ragcycle.settings.pipeline import (
     JudgeSettings,
     LifecycleSettings,
     Price,
+    ProductionLimits,
     RetrievalSettings,
     TracingSettings,
 )
@@ -63,6 +64,7 @@ __all__ = [
     "MlflowSettings",
     "PrefectSettings",
     "Price",
+    "ProductionLimits",
     "RetrievalSettings",
     "Settings",
     "TracingSettings",

@@ -22,6 +22,7 @@ __all__ = [
     "JudgeSettings",
     "LifecycleSettings",
     "Price",
+    "ProductionLimits",
     "RetrievalSettings",
     "TracingSettings",
 ]
@@ -290,6 +291,30 @@ class Candidate(BaseModel):
         return dict(self.model_extra or {})
 
 
+class ProductionLimits(BaseModel):
+    """The monitor's production checks over the query log; a limit of null is not checked."""
+
+    window_hours: float = Field(24, gt=0, description="how far back the monitor reads traffic")
+    min_queries: int = Field(20, ge=1, description="fewer answers than this: rates not judged")
+    min_rated: int = Field(5, ge=1, description="fewer ratings than this: feedback not judged")
+    max_negative_feedback_rate: float | None = Field(0.3, ge=0, le=1)
+    max_guardrail_fail_rate: float | None = Field(0.05, ge=0, le=1)
+    max_guardrail_warning_rate: float | None = Field(0.5, ge=0, le=1)
+    max_abstention_rate: float | None = Field(0.5, ge=0, le=1)
+    max_latency_p95_ms: float | None = Field(30_000, gt=0)
+    max_tokens_per_day: float | None = Field(None, gt=0)
+    max_cost_per_day_usd: float | None = Field(None, gt=0)
+    question_min_similarity: float = Field(
+        0.3, ge=0, le=1, description="a question this far from every golden one is uncovered"
+    )
+    max_uncovered_share: float | None = Field(
+        0.5, ge=0, le=1, description="query drift: share of recent questions uncovered"
+    )
+    question_shift_alpha: float = Field(
+        0.01, gt=0, lt=1, description="query drift also needs the MMD test's p under this"
+    )
+
+
 class LifecycleSettings(BaseModel):
     """Index versions, the quality gate, and the monitor's checks."""
 
@@ -320,6 +345,9 @@ class LifecycleSettings(BaseModel):
     query_window: int = Field(200, ge=1, description="recent logged queries checked for drift")
     query_drift_max_share: float = Field(
         0.3, ge=0, le=1, description="max share of recent queries retrieving nothing close"
+    )
+    production: ProductionLimits = Field(
+        default_factory=lambda: ProductionLimits(), description="the monitor's production checks"
     )
     candidates: list[Candidate] = Field(
         default_factory=list,

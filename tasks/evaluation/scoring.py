@@ -33,6 +33,7 @@ __all__ = [
     "RATE_METRICS",
     "ScoringConfig",
     "Summary",
+    "answer_cost",
     "score_row",
     "score_rows",
     "score_rows_task",
@@ -70,6 +71,16 @@ def scoring_config(
     )
 
 
+def answer_cost(answer: Any, config: ScoringConfig) -> float:
+    """USD of one answer: API models cost their tokens; a local model costs the CPU time it
+    took on this machine."""
+    tokens = (
+        answer.prompt_tokens * config.price_prompt_per_mtok
+        + answer.completion_tokens * config.price_completion_per_mtok
+    )
+    return float(tokens / 1e6 + answer.cpu_seconds * config.price_cpu_hour / 3600)
+
+
 def score_row(
     item: GoldenItem,
     repeat: int,
@@ -93,11 +104,7 @@ def score_row(
     guard = check_text(answer.text, toxicity_threshold=config.toxicity_threshold)
     context_pii = any(check_text(text).pii for text in contexts)
     retrieve_ms = float(retrieval.latency_ms.get("retrieve", 0.0))
-    # API models cost their tokens; a local model costs the CPU time it took on this machine.
-    cost = (
-        answer.prompt_tokens * config.price_prompt_per_mtok
-        + answer.completion_tokens * config.price_completion_per_mtok
-    ) / 1e6 + answer.cpu_seconds * config.price_cpu_hour / 3600
+    cost = answer_cost(answer, config)
     row: dict[str, Any] = {
         "line": item.line,
         "repeat": repeat,

@@ -90,3 +90,61 @@ def test_monitor_detects_new_documents_and_the_reindex_recovers_quality(
     assert after["hit_rate_at_5"] > before["hit_rate_at_5"]
     assert after["mrr"] > before["mrr"]
     assert monitor(MonitorRequest(overrides=overrides, act=False))["decision"] == "ok"
+
+
+def test_negative_feedback_on_one_topic_fails_the_production_check_and_reindexes(
+    sample_corpus: Path, tmp_path: Path, embedder: Any
+) -> None:
+    """Users down-vote answers about one document; the evaluation and corpus are fine, so only
+    the production check can notice, and the reindex it asks for runs."""
+    from flows.ask import Asker
+    from tasks.audit import QueryLog
+
+    data = tmp_path / "data"
+    overrides: dict[str, Any] = {
+        "data_dir": str(data),
+        "progress": False,
+        "evaluation": {"mlflow_genai": False},
+        "lifecycle": {
+            "sources": [str(sample_corpus)],
+            "golden_dataset": str(GOLDEN),
+            "production": {"min_queries": 8, "min_rated": 6},
+        },
+    }
+    assert reindex(ReindexRequest(reason="initial", overrides=overrides))["decision"] == "promoted"
+    asker = Asker(make_settings(data, lifecycle=overrides["lifecycle"]))
+    log = QueryLog(data / "query_log.sqlite")
+    unhappy = [
+        "How do I run a FastAPI app in the debugger?",
+        "How do I debug FastAPI with VS Code?",
+        "What does uvicorn.run do when I debug?",
+        "How do I set a breakpoint in my FastAPI app?",
+        "Why does __name__ == '__main__' matter for debugging?",
+    ]
+    happy = [
+        "How many titles is the DMCA divided into?",
+        "What are background tasks in FastAPI?",
+        "How do I allow CORS origins in FastAPI?",
+    ]
+    for question in unhappy:
+        answer = asker.ask(question)
+        assert answer.sources[0]["source"] == "markdown/fastapi-debugging.md"
+        log.add_feedback(answer.query_id or 0, "down", "did not help")
+    for question in happy:
+        log.add_feedback(asker.ask(question).query_id or 0, "up")
+
+    noticed = monitor(MonitorRequest(overrides=overrides))
+    assert noticed["decision"] == "reindex"
+    assert len(noticed["reasons"]) == 1, noticed["reasons"]
+    reason = noticed["reasons"][0]
+    assert reason.startswith("negative feedback on 62% of 8 rated answers over the last 24 h")
+    assert "markdown/fastapi-debugging.md (5)" in reason
+    production = noticed["production"]
+    assert production["queries"] == 8 and production["negative_feedback_rate"] == 5 / 8
+    from mlflow import MlflowClient
+
+    triggered = noticed["triggered"]
+    # It ran, and found nothing configured that differs from what serves: no candidate to build.
+    assert triggered is not None and triggered["decision"] == "noop"
+    run = MlflowClient(make_settings(data).mlflow_tracking_uri).get_run(triggered["run_id"])
+    assert run.data.params["reason"].startswith("monitor: negative feedback on 62%")

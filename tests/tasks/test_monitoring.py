@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
 
 from tasks.indexing.store import DocumentState
 from tasks.loading import UNREADABLE, SourceFile, hash_sources
@@ -96,3 +100,67 @@ def test_baseline_takes_only_comparable_runs_of_the_live_version(tmp_path: Path)
         uri, ["eval", "life"], ["mrr"], 5, exclude_run=current, version=3, digest="gold"
     )
     assert baseline == {"mrr": 0.80}  # median of 0.80, 0.90 and 0.70
+
+
+def production_record(
+    qid: int, status: str = "pass", total_ms: float = 100.0, source: str = "a.md"
+) -> dict[str, Any]:
+    return {
+        "id": qid,
+        "question": f"q{qid}",
+        "guardrails": {"status": status},
+        "latency_ms": {"total": total_ms},
+        "abstained": False,
+        "prompt_tokens": 90,
+        "completion_tokens": 10,
+        "cost_usd": 0.001,
+        "sources": [{"source": source, "page": None, "score": 0.8}],
+    }
+
+
+def test_production_figures_and_checks() -> None:
+    from ragcycle.settings import ProductionLimits
+    from tasks.monitoring import check_production, production_figures
+
+    records = [production_record(i, source="a.md") for i in range(1, 7)]
+    records += [production_record(7, "fail"), production_record(8, "warning", total_ms=5000)]
+    records += [production_record(i, source="b.md") for i in range(9, 11)]
+    # 1-4 rated down (one changed its mind to up), 9-10 rated up: 3 of 6 rated are down.
+    ratings = {1: ["down"], 2: ["down"], 3: ["down"], 4: ["down", "up"], 9: ["up"], 10: ["up"]}
+    figures = production_figures(records, ratings, window_hours=12)
+    assert (figures.queries, figures.rated) == (10, 6)
+    assert figures.negative_feedback_rate == 0.5
+    assert figures.guardrail_fail_rate == 0.1 and figures.guardrail_warning_rate == 0.1
+    assert figures.tokens_per_day == 10 * 100 * 2  # 12 h window, so twice per day
+    assert figures.cost_per_day_usd == pytest.approx(0.02)
+    assert figures.down_voted_sources == [["a.md", 3]]
+    assert 100 < figures.latency_p95_ms <= 5000
+
+    limits = ProductionLimits(min_queries=10, min_rated=5, max_guardrail_fail_rate=0.2)
+    reasons, table = check_production(figures, limits)
+    assert len(reasons) == 1 and reasons[0].startswith("negative feedback on 50% of 6 rated")
+    assert "most down-voted sources: a.md (3)" in reasons[0]
+    verdicts = {row["metric"]: row["verdict"] for row in table}
+    assert verdicts["production/guardrail_fail_rate"] == "ok"
+    assert verdicts["production/tokens_per_day"] == "not checked"  # no limit by default
+
+    too_few = check_production(figures, ProductionLimits(min_queries=11, min_rated=7))
+    assert too_few[0] == []
+
+
+def test_question_shift_tells_a_moved_distribution_from_a_resample() -> None:
+    from tasks.monitoring import question_shift
+
+    rng = np.random.default_rng(3)
+    topic = rng.normal(size=16)
+    golden = topic + 0.3 * rng.normal(size=(30, 16))
+    same = topic + 0.3 * rng.normal(size=(30, 16))
+    other = rng.normal(size=16)
+    other -= (other @ topic) / (topic @ topic) * topic  # a topic orthogonal to the golden one
+    other *= np.linalg.norm(topic) / np.linalg.norm(other)
+    elsewhere = other + 0.3 * rng.normal(size=(30, 16))
+    steady = question_shift(same, golden)
+    moved = question_shift(elsewhere, golden)
+    assert steady["p_value"] > 0.05 and steady["uncovered_share"] == 0.0
+    assert moved["p_value"] < 0.01 and moved["uncovered_share"] == 1.0
+    assert moved["mmd2"] > steady["mmd2"]

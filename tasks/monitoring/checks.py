@@ -1,4 +1,4 @@
-"""Monitoring: is the live index still good? Thresholds, drop against a baseline, and drift.
+"""Is the live index still good? Thresholds, drop against a baseline, and drift.
 
 - Quality: the live version's fresh evaluation against absolute thresholds, and against the
   median of its recent evaluations in MLflow (a median shrugs off one odd run).
