@@ -15,6 +15,7 @@ from ragcycle.settings import load_settings
 from tasks.answering import Answered, GuardConfig, Parts, TraceOptions, answer_many_task
 from tasks.embedding import embedder_from_settings
 from tasks.evaluation.golden import load_golden_task
+from tasks.evaluation.growth import dataset_version
 from tasks.evaluation.judges import JUDGE_CRITERIA, judge_params, judge_rows_task, judge_source
 from tasks.evaluation.paired import flaky_questions, per_question
 from tasks.evaluation.scoring import (
@@ -140,6 +141,7 @@ def evaluate(request: EvaluateRequest) -> dict[str, Any]:
     params = {
         "dataset": dataset_path,
         "dataset_digest": golden.digest,
+        "dataset_version": dataset_version(Path(dataset_path), golden.digest) or "",
         "questions": len(golden.items),
         "collection": index.name,
         "index_version": version or "",

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-__all__ = ["QueryLog", "golden_candidates"]
+__all__ = ["QueryLog", "golden_candidates", "question_key"]
 
 
 class QueryLog:
@@ -41,6 +41,10 @@ class QueryLog:
             ):
                 if column.split()[0] not in have:
                     db.execute(f"ALTER TABLE queries ADD COLUMN {column}")
+            db.execute(
+                "CREATE TABLE IF NOT EXISTS reviews (question_key TEXT PRIMARY KEY,"
+                " decision TEXT NOT NULL, at REAL NOT NULL)"
+            )
             db.execute(
                 "CREATE TABLE IF NOT EXISTS feedback (id INTEGER PRIMARY KEY, at REAL NOT NULL,"
                 " query_id INTEGER NOT NULL REFERENCES queries(id), rating TEXT NOT NULL,"
@@ -121,6 +125,20 @@ class QueryLog:
             )
         return {"trace_id": found[0], "session_id": found[1]}
 
+    def add_review(self, question: str, decision: str) -> None:
+        """Remember a person's decision on a candidate question (accepted or rejected), so the
+        review never proposes it again."""
+        with self._connect() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO reviews (question_key, decision, at) VALUES (?, ?, ?)",
+                (question_key(question), decision, time.time()),
+            )
+
+    def reviewed(self) -> set[str]:
+        """Keys of every question a person already decided on."""
+        with self._connect() as db:
+            return {row[0] for row in db.execute("SELECT question_key FROM reviews")}
+
     def ratings(self) -> dict[int, list[str]]:
         """Every rating given, by query id."""
         with self._connect() as db:
@@ -147,17 +165,24 @@ def _decoded(record: dict[str, Any]) -> dict[str, Any]:
     return record
 
 
+def question_key(question: str) -> str:
+    """One question however it was typed: case and spacing aside."""
+    return " ".join(question.lower().split())
+
+
 def golden_candidates(
     records: list[dict[str, Any]],
     feedback: dict[int, list[str]],
     *,
     min_score: float,
     limit: int = 50,
+    skip: set[str] | None = None,
 ) -> list[dict[str, Any]]:
     """Questions users asked that the golden set should probably hold: answers rated down,
     answers the guardrails warned about or withheld, and questions whose best retrieval score
     is under ``min_score``. Repeats of one question (case and spacing aside) are merged, most
-    frequent first, each with why it is here and its latest ``query_id`` to review."""
+    frequent first, each with why it is here and its latest ``query_id`` to review. Questions
+    whose :func:`question_key` is in ``skip`` (reviewed already, or golden already) are left out."""
     grouped: dict[str, dict[str, Any]] = {}
     for record in records:
         reasons = []
@@ -170,12 +195,21 @@ def golden_candidates(
             reasons.append("low retrieval score")
         if not reasons:
             continue
-        key = " ".join(str(record["question"]).lower().split())
+        key = question_key(str(record["question"]))
+        if skip and key in skip:
+            continue
         entry = grouped.setdefault(
             key,
-            {"question": record["question"], "count": 0, "reasons": [], "query_id": record["id"]},
+            {
+                "question": record["question"],
+                "count": 0,
+                "reasons": [],
+                "query_id": record["id"],
+                "query_ids": [],
+            },
         )
         entry["count"] += 1
+        entry["query_ids"].append(int(record["id"]))
         entry["query_id"] = max(int(entry["query_id"]), int(record["id"]))
         entry["reasons"] = sorted(set(entry["reasons"]) | set(reasons))
     ranked = sorted(grouped.values(), key=lambda e: (-e["count"], -e["query_id"]))

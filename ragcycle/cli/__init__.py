@@ -8,6 +8,7 @@ environment is configured, so ``ragcycle --help`` stays fast and offline setting
 - :mod:`~ragcycle.cli.lifecycle`: ``reindex``, ``monitor``, ``serve``, ``status``, ``index``,
   ``demo``.
 - :mod:`~ragcycle.cli.models`: ``models list``, ``models pull``.
+- :mod:`~ragcycle.cli.golden`: ``golden candidates``, ``golden review``.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from ragcycle.cli.common import app
 from ragcycle.cli import pipeline  # noqa: F401
 from ragcycle.cli import lifecycle  # noqa: F401
 from ragcycle.cli import models  # noqa: F401
+from ragcycle.cli import golden  # noqa: F401
 
 # isort: on
 

@@ -19,7 +19,6 @@ from ragcycle.cli.common import (
     console,
     err_console,
     fail,
-    golden_app,
     settings_for,
     settings_for_flows,
 )
@@ -309,37 +308,3 @@ def audit(
         typer.echo(jsonout.dumps(record))
         return
     console.print_json(jsonout.dumps(record))
-
-
-@golden_app.command("candidates")
-def golden_candidates(
-    limit: Annotated[int, typer.Option(help="At most this many questions.")] = 50,
-    config: ConfigOption = None,
-    as_json: JsonOption = False,
-) -> None:
-    """Questions from production worth adding to the golden set: answers rated down, answers
-    the guardrails warned about or withheld, and questions retrieval found nothing close for
-    (best score under generation.min_score). Merged by question, most frequent first."""
-    settings = settings_for(config)
-    from tasks.audit import QueryLog
-    from tasks.audit import golden_candidates as find_candidates
-
-    log = QueryLog(settings.data_dir / "query_log.sqlite")
-    found = find_candidates(
-        log.recent(limit=100_000),
-        log.ratings(),
-        min_score=settings.generation.min_score,
-        limit=limit,
-    )
-    if as_json:
-        typer.echo(jsonout.dumps(found))
-        return
-    table = Table("count", "question", "why", "latest query_id", title="Golden-set candidates")
-    for entry in found:
-        table.add_row(
-            str(entry["count"]),
-            entry["question"],
-            ", ".join(entry["reasons"]),
-            str(entry["query_id"]),
-        )
-    console.print(table)
