@@ -13,7 +13,14 @@ from pydantic import BaseModel, Field
 
 from ragcycle.runtime import configure_environment
 from ragcycle.settings import Settings, load_settings
-from tasks.answering import Answered, GuardConfig, Parts, TraceOptions, answer_question
+from tasks.answering import (
+    Answered,
+    GuardConfig,
+    Parts,
+    TraceOptions,
+    answer_question,
+    open_trace,
+)
 from tasks.audit import QueryLog
 from tasks.embedding import embedder_from_settings
 from tasks.evaluation.scoring import answer_cost, scoring_config
@@ -120,9 +127,21 @@ class Asker:
         if self.experiment_id is not None:
             tags = {"ragcycle.origin": origin, "ragcycle.index_version": str(self.version or "")}
             trace = TraceOptions(self.experiment_id, tags, session_id)
-        answered = answer_question(
-            self.parts, question, k, where=where, seed=self.settings.generation.seed, trace=trace
-        )
+        traced = open_trace(self.parts, question, trace)
+        try:
+            answered = answer_question(
+                self.parts,
+                question,
+                k,
+                where=where,
+                seed=self.settings.generation.seed,
+                trace=traced,
+            )
+        except Exception:
+            # A failed answer is traced too: MLflow's views count errors over time.
+            if traced is not None:
+                self.ship(traced.close({}, {"ragcycle.guardrails": "error"}))
+            raise
         result = _result(answered, generator_identity(self.parts.generator))
         result.index_version = self.version
         result.trace_id = answered.trace_id

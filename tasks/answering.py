@@ -33,6 +33,7 @@ __all__ = [
     "answer_many",
     "answer_many_task",
     "answer_question",
+    "open_trace",
 ]
 
 
@@ -107,13 +108,15 @@ def answer_question(
     *,
     where: dict[str, Any] | None = None,
     seed: int | None = None,
-    trace: TraceOptions | None = None,
+    trace: QueryTrace | None = None,
 ) -> Answered:
-    """Retrieve, withhold injected chunks, generate, judge: every stage a span when traced."""
+    """Retrieve, withhold injected chunks, generate, judge: every stage a span of ``trace``
+    (see :func:`open_trace`). On failure the trace records the failed stage; the caller
+    closes and writes it."""
     from mlflow.entities import SpanType
     from mlflow.tracing.constant import SpanAttributeKey
 
-    traced = _open_trace(parts, question, trace)
+    traced = trace
     with _step(traced, "retrieve", SpanType.RETRIEVER, {"question": question, "k": k}) as span:
         retrieval = retrieve(
             question,
@@ -165,7 +168,13 @@ def answer_many(
     """Each question answered as production would answer it, its trace written at once."""
     answered: list[Answered] = []
     for question, seed in zip(questions, seeds, strict=True):
-        one = answer_question(parts, question, k, seed=seed, trace=trace)
+        traced = open_trace(parts, question, trace)
+        try:
+            one = answer_question(parts, question, k, seed=seed, trace=traced)
+        except Exception:
+            if traced is not None:
+                traced.close({}, {"ragcycle.guardrails": "error"})()
+            raise
         one.close_trace({})()
         one.trace = None  # written: only its id is needed from here on
         answered.append(one)
@@ -185,7 +194,8 @@ def answer_many_task(
     return answer_many(parts, questions, k, seeds, trace)
 
 
-def _open_trace(parts: Parts, question: str, trace: TraceOptions | None) -> QueryTrace | None:
+def open_trace(parts: Parts, question: str, trace: TraceOptions | None) -> QueryTrace | None:
+    """The trace one question's stages are recorded in, tagged with what answers it."""
     if trace is None:
         return None
     tags = {

@@ -60,9 +60,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             chosen.tracing.retry_seconds,
         )
         holder["shipper"] = shipper
-        holder["asker"] = await run_in_threadpool(_live_asker, chosen, shipper)
+        live = await run_in_threadpool(_live_asker, chosen, shipper)
+        holder["asker"] = live
         holder["admission"] = Admission(chosen.api.max_in_flight, chosen.api.max_queue)
+        live.start()
         yield
+        await run_in_threadpool(live.stop)
         await run_in_threadpool(shipper.close)
 
     app = FastAPI(
@@ -104,7 +107,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         live: LiveAsker = holder["asker"]
         try:
             async with holder["admission"].slot():
-                asker = await run_in_threadpool(live.current)
+                asker = live.current()
                 result = await run_in_threadpool(
                     asker.ask, body.question, body.k, body.where, body.session_id, "api"
                 )
@@ -168,7 +171,6 @@ def _live_asker(settings: Settings, shipper: TraceShipper) -> LiveAsker:
 
 
 def _status(holder: dict[str, Any]) -> dict[str, Any]:
-    from tasks.tracking.runs import latest_runs
     from tasks.versions import config_summary, serving_config
 
     settings: Settings = holder["settings"]
@@ -190,5 +192,19 @@ def _status(holder: dict[str, Any]) -> dict[str, Any]:
         },
         "refresh_failures": live.refresh_failures,
         "tracing": asdict(holder["shipper"].stats()),
-        **latest_runs(settings.mlflow_tracking_uri, settings.mlflow.experiment_prefix),
+        **_latest_runs(settings),
     }
+
+
+def _latest_runs(settings: Settings) -> dict[str, Any]:
+    """The last evaluation and monitor decision, or why they cannot be read right now: /status
+    must answer while MLflow is down, that is when it is read."""
+    from tasks.tracking.runs import latest_runs
+
+    uri = settings.mlflow_tracking_uri
+    if not tracking_reachable(uri):
+        return {"mlflow": f"unreachable at {uri}"}
+    try:
+        return {"mlflow": "ok", **latest_runs(uri, settings.mlflow.experiment_prefix)}
+    except Exception as exc:  # any failure to read MLflow is reported, not raised
+        return {"mlflow": f"unreadable: {exc}"}

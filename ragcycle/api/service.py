@@ -6,12 +6,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
-from ragcycle.errors import RagcycleError
 from ragcycle.settings import Settings
 
 __all__ = ["Admission", "LiveAsker", "OverloadedError"]
@@ -58,12 +56,13 @@ class Admission:
 
 
 class LiveAsker:
-    """The asker of the live index version, looked up again at most every ``refresh_seconds``.
+    """The asker of the live index version, looked up again every ``refresh_seconds``.
 
-    A promotion or rollback is picked up without a restart. The new asker is built completely
+    A promotion or rollback is picked up without a restart. The lookup runs on a background
+    thread, never on a request: a registry that is slow or down delays nobody's answer, and the
+    current version keeps serving (the log says so). The new asker is built completely
     (collection opened, prompt loaded) before it replaces the old one, so no request meets a
     half-switched index; the model and embedder are loaded once per process and shared.
-    A registry that cannot be read keeps the current version serving (and says so in the log).
     """
 
     def __init__(
@@ -71,15 +70,13 @@ class LiveAsker:
         settings: Settings,
         build: Callable[[Settings], Any],
         live_version: Callable[[], int | None],
-        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.settings = settings
         self._build = build
         self._live_version = live_version
-        self._clock = clock
-        self._lock = threading.Lock()
         self._asker = build(settings)
-        self._checked = clock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
         self.refresh_failures = 0
 
     @property
@@ -87,21 +84,31 @@ class LiveAsker:
         return getattr(self._asker, "version", None)
 
     def current(self) -> Any:
-        if self._clock() - self._checked < self.settings.api.refresh_seconds:
-            return self._asker
-        with self._lock:
-            if self._clock() - self._checked >= self.settings.api.refresh_seconds:
-                self._checked = self._clock()
-                self._refresh()
+        """The asker to answer with; a plain read, so it never waits."""
         return self._asker
 
-    def _refresh(self) -> None:
+    def start(self) -> None:
+        """Look up the live version every ``api.refresh_seconds`` until :meth:`stop`."""
+        self._thread = threading.Thread(target=self._watch, name="live-version", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+
+    def _watch(self) -> None:
+        while not self._stop.wait(self.settings.api.refresh_seconds):
+            self.refresh()
+
+    def refresh(self) -> None:
+        """Switch to the live version if it moved; a failed lookup keeps the current one."""
         try:
             live = self._live_version()
             if live is not None and live != self.version:
                 fresh = self._build(self.settings)
                 logger.info("serving index version %s (was %s)", fresh.version, self.version)
                 self._asker = fresh
-        except RagcycleError as exc:
+        except Exception as exc:  # the watcher must outlive any failed lookup, not only ours
             self.refresh_failures += 1
             logger.warning("kept serving version %s: %s", self.version, exc)

@@ -207,7 +207,7 @@ class ChromaIndex:
             else:
                 collection = self.client.get_collection(self.name, embedding_function=None)
         except Exception as exc:
-            raise IndexStoreError(f"cannot open collection {self.name!r}: {exc}") from None
+            raise IndexStoreError(f"cannot open Chroma collection {self.name!r}: {exc}") from None
         built_with = (collection.metadata or {}).get("embedding_model")
         if built_with and built_with != self.model_id:
             raise ConfigError(
@@ -233,7 +233,7 @@ class ChromaIndex:
                     metadatas=list(metadatas[start:end]),
                 )
             except Exception as exc:
-                raise IndexStoreError(f"upsert into {self.name!r} failed: {exc}") from None
+                raise IndexStoreError(f"Chroma upsert into {self.name!r} failed: {exc}") from None
 
     def delete(self, ids: Sequence[str]) -> None:
         ordered = sorted(ids)
@@ -241,7 +241,7 @@ class ChromaIndex:
             try:
                 self.collection.delete(ids=ordered[start : start + self.batch_size])
             except Exception as exc:
-                raise IndexStoreError(f"delete from {self.name!r} failed: {exc}") from None
+                raise IndexStoreError(f"Chroma delete from {self.name!r} failed: {exc}") from None
 
     def count(self) -> int:
         return int(self.collection.count())
@@ -288,7 +288,7 @@ class ChromaIndex:
                 include=["documents", "metadatas", "distances"],
             )
         except Exception as exc:
-            raise IndexStoreError(f"query on {self.name!r} failed: {exc}") from None
+            raise IndexStoreError(f"Chroma query on {self.name!r} failed: {exc}") from None
         rows: list[list[Hit]] = []
         for row, ids in enumerate(result["ids"]):
             texts = (result["documents"] or [])[row]

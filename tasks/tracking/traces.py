@@ -1,8 +1,8 @@
 """One MLflow trace per answered question: retrieval, generation and guardrail spans under a root.
 
-The spans are built while the question is answered (in memory); ending the root span is what
-writes the trace, and :meth:`QueryTrace.close` hands that back as a callable so a service can run
-it where a slow or unreachable MLflow cannot stall an answer (see :mod:`tasks.tracking.shipping`).
+The stages are recorded while the question is answered; :meth:`QueryTrace.close` hands back a
+callable that writes the spans, so a service can run it where a slow or unreachable MLflow
+cannot stall an answer (see :mod:`tasks.tracking.shipping`).
 """
 
 from __future__ import annotations
@@ -10,13 +10,40 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 __all__ = ["QueryTrace", "log_user_feedback", "retrieved_documents"]
 
 
+@dataclass
+class _Stage:
+    """One stage as it happened: written as a child span when the trace is written."""
+
+    name: str
+    span_type: str
+    inputs: Any
+    attributes: dict[str, Any]
+    start_ns: int
+    end_ns: int = 0
+    outputs: Any = None
+    error: str | None = None
+
+    def set_outputs(self, outputs: Any) -> None:
+        self.outputs = outputs
+
+    def set_attributes(self, attributes: dict[str, Any]) -> None:
+        self.attributes.update(attributes)
+
+
 class QueryTrace:
-    """The trace of one question; use :meth:`step` for each stage, then :meth:`close`."""
+    """The trace of one question; use :meth:`step` for each stage, then :meth:`close`.
+
+    Only the root span is opened while the question is answered (its id is the trace id an
+    answer is returned with). The stages are recorded with their times and written as child
+    spans when the trace is written, because MLflow sends each finished span to a tracking
+    server as it ends: written live, an unreachable server would hold up every stage.
+    """
 
     def __init__(
         self,
@@ -39,6 +66,7 @@ class QueryTrace:
             metadata=metadata,
         )
         self.trace_id: str = self.root.trace_id
+        self._stages: list[_Stage] = []
 
     @contextmanager
     def step(
@@ -47,34 +75,51 @@ class QueryTrace:
         span_type: str,
         inputs: Any = None,
         attributes: dict[str, Any] | None = None,
-    ) -> Iterator[Any]:
-        """A child span of the root for one stage; an exception marks it (and the trace) ERROR."""
-        import mlflow
-
-        span = mlflow.start_span_no_context(
-            name, span_type=span_type, parent_span=self.root, inputs=inputs, attributes=attributes
-        )
+    ) -> Iterator[_Stage]:
+        """Record one stage; an exception marks it (and, when written, the trace) ERROR."""
+        stage = _Stage(name, span_type, inputs, dict(attributes or {}), time.time_ns())
+        self._stages.append(stage)
         try:
-            yield span
+            yield stage
         except BaseException as exc:
-            span.end(status="ERROR", attributes={"error": f"{type(exc).__name__}: {exc}"})
-            self.root.end(status="ERROR", outputs={"error": str(exc)})
+            stage.error = f"{type(exc).__name__}: {exc}"
             raise
-        span.end()
+        finally:
+            stage.end_ns = time.time_ns()
 
     def close(self, outputs: dict[str, Any], tags: dict[str, str]) -> Callable[[], None]:
         """Record the outputs, the final tags and the end time now; the returned callable writes
         the trace to MLflow whenever it is called (at once, or from a background shipper)."""
-        import mlflow
-        from mlflow.tracing.provider import safe_set_span_in_context
-
         end_ns = time.time_ns()
-        with safe_set_span_in_context(self.root):
-            mlflow.update_current_trace(tags=tags)
-        self.root.set_outputs(outputs)
+        failed = next((stage.error for stage in self._stages if stage.error), None)
 
         def export() -> None:
-            self.root.end(end_time_ns=end_ns)
+            import mlflow
+            from mlflow.tracing.provider import safe_set_span_in_context
+
+            for stage in self._stages:
+                span = mlflow.start_span_no_context(
+                    stage.name,
+                    span_type=stage.span_type,
+                    parent_span=self.root,
+                    inputs=stage.inputs,
+                    attributes=stage.attributes,
+                    start_time_ns=stage.start_ns,
+                )
+                if stage.error:
+                    span.set_attribute("error", stage.error)
+                span.end(
+                    outputs=stage.outputs,
+                    status="ERROR" if stage.error else "OK",
+                    end_time_ns=stage.end_ns or end_ns,
+                )
+            with safe_set_span_in_context(self.root):
+                mlflow.update_current_trace(tags=tags)
+            self.root.end(
+                outputs={"error": failed} if failed else outputs,
+                status="ERROR" if failed else "OK",
+                end_time_ns=end_ns,
+            )
 
         return export
 
