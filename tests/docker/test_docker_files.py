@@ -44,6 +44,7 @@ SECRETS = {
     "POSTGRES_PASSWORD": "pg-test",
     "MLFLOW_ADMIN_PASSWORD": "ml-test",
     "MLFLOW_SECRET_KEY": "csrf-test",
+    "RAGCYCLE_API_KEY": "api-test",
 }
 
 
@@ -68,10 +69,17 @@ def test_compose_file_is_valid_and_wired(filled_env: Path) -> None:
     assert result.returncode == 0, result.stderr
     config: dict[str, Any] = json.loads(result.stdout)
     services = config["services"]
-    assert set(services) == {"postgres", "prefect-server", "prefect-worker", "mlflow", "chroma"}
+    assert set(services) == {
+        "postgres",
+        "prefect-server",
+        "prefect-worker",
+        "mlflow",
+        "chroma",
+        "api",
+    }
     published = {name for name, service in services.items() if service.get("ports")}
-    assert published == {"prefect-server", "mlflow"}, "only the UIs are published"
-    for name in ("prefect-server", "mlflow"):
+    assert published == {"prefect-server", "mlflow", "api"}, "only the UIs and the API"
+    for name in ("prefect-server", "mlflow", "api"):
         assert all(port["host_ip"] == "127.0.0.1" for port in services[name]["ports"])
     for name, service in services.items():
         assert service["restart"] == "unless-stopped", name
@@ -88,6 +96,13 @@ def test_compose_file_is_valid_and_wired(filled_env: Path) -> None:
     assert "mlflow:5000" in mlflow["MLFLOW_ALLOWED_HOSTS"].split(","), "the worker's Host header"
     assert json.loads(worker["RAGCYCLE_LIFECYCLE__SOURCES"]) == ["/corpus"]
     assert worker["MLFLOW_TRACKING_PASSWORD"] == "ml-test"
+    api = services["api"]
+    assert api["entrypoint"][:2] == ["ragcycle", "api"]
+    assert api["environment"]["RAGCYCLE_API__API_KEY"] == "api-test"
+    assert api["environment"]["RAGCYCLE_CHROMA__URL"] == "http://chroma:8000"
+    # One query log: the API writes it, the worker's monitor reads it.
+    data = {v["target"]: v["source"] for v in services["prefect-worker"]["volumes"]}["/data"]
+    assert {v["source"] for v in api["volumes"] if v["target"] == "/data"} == {data}
 
 
 @pytest.mark.parametrize("missing", sorted(SECRETS))
@@ -102,7 +117,7 @@ def test_no_secrets_committed() -> None:
     example = (DOCKER / ".env.example").read_text().splitlines()
     for line in example:
         name = line.split("=", 1)[0]
-        if "=" in line and ("PASSWORD" in name or name.endswith("SECRET_KEY")):
+        if "=" in line and ("PASSWORD" in name or name.endswith(("SECRET_KEY", "API_KEY"))):
             assert line.endswith("="), f"default password committed: {line}"
     assert not (DOCKER / ".env").exists() or ".env" in (REPO / ".gitignore").read_text()
 
