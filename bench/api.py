@@ -6,7 +6,9 @@ index. Tracing overhead compares two servers that run side by side, one tracing 
 into MLflow and one not, with requests alternating between them one at a time, so machine noise
 hits both alike: the ratio is traced p50 / untraced p50. Target: <= 1.10.
 Bounded: at most ``--requests`` requests per level (``--local-requests`` with the local model)
-and ``--max-seconds`` per level.
+and ``--max-seconds`` per level. Between levels the traced server writes out every trace it
+holds, so each level pays for its own (``traces left``: how many were still waiting for a gap
+between requests when the level ended).
 
     python bench/api.py [--requests 48] [--local-requests 12] [--max-seconds 90]
                         [--backends extractive,local] [--json]
@@ -48,17 +50,26 @@ def main() -> None:
     parser.add_argument("--local-requests", type=int, default=12, help="per level, local model")
     parser.add_argument("--max-seconds", type=float, default=90, help="per level, at most")
     parser.add_argument("--backends", default="extractive,local")
+    parser.add_argument(
+        "--mlflow-server",
+        action="store_true",
+        help="trace into a local `mlflow server` instead of the embedded SQLite store",
+    )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="ragcycle-bench-api-"))
     try:
-        result = run(work, args)
+        if args.mlflow_server:
+            with mlflow_server(work) as url:
+                result = run(work, args, url)
+        else:
+            result = run(work, args)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     print(json.dumps(result) if args.json else format_result(result))
 
 
-def run(work: Path, args: argparse.Namespace) -> dict[str, Any]:
+def run(work: Path, args: argparse.Namespace, tracking_uri: str | None = None) -> dict[str, Any]:
     from ragcycle.runtime import configure_environment
     from ragcycle.settings import load_settings
     from tasks.models import present
@@ -83,17 +94,57 @@ def run(work: Path, args: argparse.Namespace) -> dict[str, Any]:
         # per backend.
         data = work / f"data-{backend}"
         overrides = {"data_dir": str(data), "models_dir": str(models_dir), "generation": generation}
+        if tracking_uri:
+            overrides["mlflow"] = {"tracking_uri": tracking_uri}
         with contextlib_quiet():
             ingest(IngestRequest(paths=[str(SAMPLES / "corpus")], overrides=overrides))
-        common = {"data": data, "models_dir": models_dir, "generation": generation}
+        common = {
+            "data": data,
+            "models_dir": models_dir,
+            "generation": generation,
+            "tracking_uri": tracking_uri,
+        }
         with (
             server(work, tracing=True, **common) as traced,
             server(work, tracing=False, **common) as untraced,
         ):
-            levels = [level_run(traced, n, count, args.max_seconds, asked) for n in LEVELS]
+            # Alternation first, while neither server has seen a question: llama.cpp caches
+            # the prompts it read, so a server that answered them before would be faster.
             overhead = alternate(traced, untraced, count, args.max_seconds, asked)
+            levels = []
+            for clients in LEVELS:
+                drain(traced)  # each level pays for writing its own traces, not the last one's
+                levels.append(level_run(traced, clients, count, args.max_seconds, asked))
+                levels[-1]["traces_pending_after"] = drain(traced)
         backends.append({"backend": backend, "levels": levels, "tracing": overhead})
-    return {"questions": len(asked), "backends": backends}
+    store = "mlflow server" if tracking_uri else "embedded SQLite"
+    return {"questions": len(asked), "tracking_store": store, "backends": backends}
+
+
+@contextmanager
+def mlflow_server(work: Path) -> Iterator[str]:
+    """A local ``mlflow server`` (SQLite behind it, as a small deployment would run it)."""
+    port = free_port()
+    folder = work / "mlflow-server"
+    folder.mkdir()
+    command = [str(Path(sys.executable).parent / "mlflow"), "server", "--backend-store-uri"]
+    command += [f"sqlite:///{folder / 'mlflow.db'}", "--artifacts-destination"]
+    command += [str(folder / "artifacts"), "--serve-artifacts", "--host", "127.0.0.1"]
+    command += ["--port", str(port), "--workers", "1"]
+    log = (folder / "server.log").open("wb")
+    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 180
+        while not healthy(url):
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("mlflow server did not start")
+            time.sleep(0.5)
+        yield url
+    finally:
+        process.terminate()
+        process.wait(30)
+        log.close()
 
 
 @contextmanager
@@ -113,7 +164,13 @@ def free_port() -> int:
 
 @contextmanager
 def server(
-    work: Path, *, tracing: bool, data: Path, models_dir: Path, generation: dict[str, Any]
+    work: Path,
+    *,
+    tracing: bool,
+    data: Path,
+    models_dir: Path,
+    generation: dict[str, Any],
+    tracking_uri: str | None,
 ) -> Iterator[str]:
     """A ``ragcycle api`` process on a free loopback port; yields its URL."""
     port = free_port()
@@ -125,6 +182,7 @@ def server(
         "[api]",
         f"port = {port}",
         "max_queue = 64",
+        *([f'[mlflow]\ntracking_uri = "{tracking_uri}"'] if tracking_uri else []),
         "[tracing]",
         f"enabled = {str(tracing).lower()}",
         "[generation]",
@@ -147,6 +205,17 @@ def server(
         process.terminate()
         process.wait(30)
         log.close()
+
+
+def drain(url: str, timeout: float = 300) -> int:
+    """Wait until the server has written every trace; returns how many were pending."""
+    pending = httpx.get(f"{url}/status", timeout=30).json()["tracing"]["pending"]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if httpx.get(f"{url}/status", timeout=30).json()["tracing"]["pending"] == 0:
+            break
+        time.sleep(0.5)
+    return int(pending)
 
 
 def healthy(url: str) -> bool:
@@ -232,7 +301,7 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def format_result(result: dict[str, Any]) -> str:
-    lines = []
+    lines = [f"traces written to the {result['tracking_store']}"]
     for entry in result["backends"]:
         if "skipped" in entry:
             lines.append(f"{entry['backend']}: skipped ({entry['skipped']})")
@@ -240,11 +309,13 @@ def format_result(result: dict[str, Any]) -> str:
         lines.append(f"{entry['backend']}")
         lines.append(
             f"{'clients':>9}{'answered':>10}{'503':>6}{'req/s':>8}{'p50 ms':>9}{'p95 ms':>9}"
+            f"{'traces left':>13}"
         )
         for level in entry["levels"]:
             lines.append(
                 f"{level['clients']:>9}{level['answered']:>10}{level['refused']:>6}"
                 f"{level['requests_per_s']:>8}{level['p50_ms']:>9}{level['p95_ms']:>9}"
+                f"{level['traces_pending_after']:>13}"
             )
         tracing = entry["tracing"]
         lines.append(

@@ -68,6 +68,8 @@ class Asker:
 
     ``ship`` receives each finished trace's writer: by default it runs at once (the CLI); the
     API hands it to a background shipper so MLflow being slow never delays an answer.
+    ``record`` appends an answer to the query log and returns its id: at once by default, from
+    a background writer in the API.
     """
 
     def __init__(
@@ -76,6 +78,7 @@ class Asker:
         collection: str | None = None,
         overrides: dict[str, Any] | None = None,
         ship: Callable[[Export], None] = _export_now,
+        record: Callable[[dict[str, Any]], int] | None = None,
     ) -> None:
         mlflow_client(settings.mlflow_tracking_uri)
         # The live version answers with the config it was gated with, not today's settings.
@@ -94,6 +97,7 @@ class Asker:
         )
         self.index: VectorIndex = self.parts.index
         self.log = QueryLog(settings.data_dir / "query_log.sqlite")
+        self.record = record or self.log.append
         self.ship = ship
         generator = self.parts.generator
         self.pricing = scoring_config(
@@ -146,7 +150,7 @@ class Asker:
         result.index_version = self.version
         result.trace_id = answered.trace_id
         result.cost_usd = answer_cost(answered.answer, self.pricing)
-        result.query_id = self.log.append(
+        result.query_id = self.record(
             {
                 **_log_record(self.index.name, answered.retrieval, answered.answer, result),
                 "index_version": self.version,

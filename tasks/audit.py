@@ -7,13 +7,24 @@ opened per call, so several processes append to it safely.
 
 from __future__ import annotations
 
+import collections
 import json
+import logging
+import secrets
 import sqlite3
+import threading
 import time
 from pathlib import Path
 from typing import Any
 
-__all__ = ["QueryLog", "golden_candidates", "question_key"]
+__all__ = ["QueryLog", "QueryLogWriter", "golden_candidates", "new_query_id", "question_key"]
+
+
+def new_query_id() -> int:
+    """A query id made up where the answer is given, before anything is written: the log can
+    then be written behind the answer, and several processes share one log without asking it
+    for numbers. Random 52 bits: unique in practice, and exact in JavaScript clients."""
+    return secrets.randbits(52) + 1
 
 
 class QueryLog:
@@ -55,9 +66,11 @@ class QueryLog:
         return sqlite3.connect(self.path, timeout=30)
 
     def append(self, record: dict[str, Any]) -> int:
-        """Log one answered question; returns its query id."""
+        """Log one answered question; returns its query id (``record["query_id"]`` if given)."""
+        query_id = int(record.get("query_id") or new_query_id())
         row = (
-            time.time(),
+            query_id,
+            float(record.get("at") or time.time()),
             record.get("collection"),
             record["question"],
             json.dumps(record.get("chunk_ids", [])),
@@ -78,14 +91,14 @@ class QueryLog:
             record.get("cost_usd"),
         )
         with self._connect() as db:
-            cursor = db.execute(
-                "INSERT INTO queries (at, collection, question, chunk_ids, scores, best_score,"
+            db.execute(
+                "INSERT INTO queries (id, at, collection, question, chunk_ids, scores, best_score,"
                 " answer, abstained, latency_ms, prompt_tokens, completion_tokens, generator,"
                 " prompt, index_version, sources, guardrails, trace_id, session_id, cost_usd)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 row,
             )
-            return int(cursor.lastrowid or 0)
+        return query_id
 
     def get(self, query_id: int) -> dict[str, Any] | None:
         """One logged answer with its feedback: the audit record of ``query_id``."""
@@ -153,7 +166,7 @@ class QueryLog:
         with self._connect() as db:
             db.row_factory = sqlite3.Row
             rows = db.execute(
-                "SELECT * FROM queries WHERE at >= ? ORDER BY id DESC LIMIT ?",
+                "SELECT * FROM queries WHERE at >= ? ORDER BY at DESC, id DESC LIMIT ?",
                 (since or 0.0, limit),
             ).fetchall()
         return [_decoded(dict(row)) for row in rows]
@@ -206,11 +219,93 @@ def golden_candidates(
                 "reasons": [],
                 "query_id": record["id"],
                 "query_ids": [],
+                "at": record["at"],
             },
         )
         entry["count"] += 1
         entry["query_ids"].append(int(record["id"]))
-        entry["query_id"] = max(int(entry["query_id"]), int(record["id"]))
+        if float(record["at"]) > float(entry["at"]):
+            entry["query_id"], entry["at"] = record["id"], record["at"]
         entry["reasons"] = sorted(set(entry["reasons"]) | set(reasons))
-    ranked = sorted(grouped.values(), key=lambda e: (-e["count"], -e["query_id"]))
-    return ranked[:limit]
+    ranked = sorted(grouped.values(), key=lambda e: (-e["count"], -float(e["at"])))
+    return [{k: v for k, v in entry.items() if k != "at"} for entry in ranked[:limit]]
+
+
+logger = logging.getLogger(__name__)
+
+
+class QueryLogWriter:
+    """Appends to the query log on a background thread, so a locked or slow log file delays the
+    log, never an answer. Writes are retried until they land; beyond ``max_pending`` waiting
+    records the oldest is dropped and counted (``/status`` shows the figures)."""
+
+    def __init__(self, log: QueryLog, max_pending: int = 10_000, retry_seconds: float = 1.0):
+        self.log = log
+        self._records: collections.deque[dict[str, Any]] = collections.deque()
+        self._pending: set[int] = set()
+        self._max_pending = max_pending
+        self._retry_seconds = retry_seconds
+        self._changed = threading.Condition()
+        self._stopping = False
+        self.written = 0
+        self.dropped = 0
+        self.failures = 0
+        self._thread = threading.Thread(target=self._run, name="query-log", daemon=True)
+        self._thread.start()
+
+    def submit(self, record: dict[str, Any]) -> int:
+        """Queue one answered question with its time; returns its query id at once."""
+        query_id = int(record.get("query_id") or new_query_id())
+        with self._changed:
+            if len(self._records) >= self._max_pending:
+                lost = self._records.popleft()
+                self._pending.discard(int(lost["query_id"]))
+                self.dropped += 1
+                logger.error("query log backlog full: dropped query %s", lost["query_id"])
+            self._records.append({**record, "query_id": query_id, "at": time.time()})
+            self._pending.add(query_id)
+            self._changed.notify_all()
+        return query_id
+
+    def wait_for(self, query_id: int, timeout: float) -> None:
+        """Until ``query_id`` is written (or ``timeout`` passes): feedback may follow fast."""
+        with self._changed:
+            self._changed.wait_for(lambda: query_id not in self._pending, timeout)
+
+    def stats(self) -> dict[str, int]:
+        with self._changed:
+            pending = len(self._records)
+        return {
+            "pending": pending,
+            "written": self.written,
+            "dropped": self.dropped,
+            "failures": self.failures,
+        }
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Write what is queued (for up to ``timeout`` seconds), then stop."""
+        with self._changed:
+            self._stopping = True
+            self._changed.notify_all()
+        self._thread.join(timeout)
+
+    def _run(self) -> None:
+        while True:
+            with self._changed:
+                self._changed.wait_for(lambda: self._records or self._stopping)
+                if not self._records:
+                    return
+                record = self._records[0]
+            try:
+                self.log.append(record)
+            except sqlite3.Error as exc:
+                self.failures += 1
+                logger.warning("query log write failed, retrying: %s", exc)
+                time.sleep(self._retry_seconds)
+                continue
+            with self._changed:
+                if self._records and self._records[0] is record:
+                    self._records.popleft()
+                self._pending.discard(int(record["query_id"]))
+                self.written += 1
+                self._changed.notify_all()

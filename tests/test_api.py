@@ -175,6 +175,36 @@ def test_guardrails_redact_withhold_and_keep_injection_out(client: TestClient) -
     assert any(r.startswith("prompt injection") for r in injected["guardrails"]["reasons"])
 
 
+def test_a_locked_query_log_delays_the_log_not_the_answer(client: TestClient, served: Path) -> None:
+    """Someone holds the log's write lock (a long report, a backup): answers keep their pace and
+    their query ids; the records land when the lock goes, and feedback on them works."""
+    import sqlite3
+
+    ask(client, "When do background tasks run?")  # warm
+    holder = sqlite3.connect(served / "query_log.sqlite", isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        started = time.monotonic()
+        answers = [ask(client, "When do background tasks run?", k=1) for _ in range(3)]
+        elapsed = time.monotonic() - started
+        assert [a.status_code for a in answers] == [200, 200, 200]
+        assert elapsed < 3, elapsed
+        status = client.get("/status", headers={"X-API-Key": KEY}).json()
+        assert status["query_log"]["pending"] == 3
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    query_id = answers[-1].json()["query_id"]
+    noted = client.post(
+        "/feedback", json={"query_id": query_id, "rating": "up"}, headers={"X-API-Key": KEY}
+    )
+    assert noted.status_code == 200, noted.text
+    writer = client.app.state.service["writer"]  # type: ignore[attr-defined]
+    assert writer.stats()["pending"] == 0 and writer.stats()["dropped"] == 0
+    log = client.app.state.service["asker"].current().log  # type: ignore[attr-defined]
+    assert log.get(query_id)["feedback"][0]["rating"] == "up"
+
+
 def test_a_full_queue_is_a_503_with_retry_after(client: TestClient) -> None:
     admission = client.app.state.service["admission"]  # type: ignore[attr-defined]
     client.portal.call(admission._slots.acquire)  # type: ignore[union-attr]

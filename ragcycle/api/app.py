@@ -19,6 +19,7 @@ from pydantic import BaseModel, Field
 from ragcycle.api.service import Admission, LiveAsker, OverloadedError
 from ragcycle.errors import IndexStoreError, RagcycleError, RegistryError
 from ragcycle.settings import Settings, load_settings
+from tasks.audit import QueryLog, QueryLogWriter
 from tasks.tracking.shipping import TraceShipper, tracking_reachable
 from tasks.tracking.traces import log_user_feedback
 
@@ -54,18 +55,24 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         chosen = settings or load_settings()
         configure_environment(chosen)
         holder["settings"] = chosen
+        admission = Admission(chosen.api.max_in_flight, chosen.api.max_queue)
+        holder["admission"] = admission
         shipper = TraceShipper(
             functools.partial(tracking_reachable, chosen.mlflow_tracking_uri),
             chosen.tracing.max_pending,
             chosen.tracing.retry_seconds,
+            busy=lambda: admission.running + admission.waiting > 0,
+            max_delay=chosen.tracing.max_delay_seconds,
         )
         holder["shipper"] = shipper
-        live = await run_in_threadpool(_live_asker, chosen, shipper)
+        writer = QueryLogWriter(QueryLog(chosen.data_dir / "query_log.sqlite"))
+        holder["writer"] = writer
+        live = await run_in_threadpool(_live_asker, chosen, shipper, writer)
         holder["asker"] = live
-        holder["admission"] = Admission(chosen.api.max_in_flight, chosen.api.max_queue)
         live.start()
         yield
         await run_in_threadpool(live.stop)
+        await run_in_threadpool(writer.close)
         await run_in_threadpool(shipper.close)
 
     app = FastAPI(
@@ -126,6 +133,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def feedback(body: FeedbackBody) -> dict[str, Any]:
         """Record a user's verdict on an answer; an unknown ``query_id`` is a 404."""
         log = holder["asker"].current().log
+        # An answer given a moment ago may still be on its way into the log.
+        await run_in_threadpool(holder["writer"].wait_for, body.query_id, 5.0)
         recorded = await run_in_threadpool(
             log.add_feedback, body.query_id, body.rating, body.comment, body.expected_answer
         )
@@ -154,7 +163,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     return app
 
 
-def _live_asker(settings: Settings, shipper: TraceShipper) -> LiveAsker:
+def _live_asker(settings: Settings, shipper: TraceShipper, writer: QueryLogWriter) -> LiveAsker:
     from flows.ask import Asker
     from tasks.versions import VersionRegistry
 
@@ -165,7 +174,7 @@ def _live_asker(settings: Settings, shipper: TraceShipper) -> LiveAsker:
         return live.version if live else None
 
     def build(chosen: Settings) -> Asker:
-        return Asker(chosen, ship=shipper.submit)
+        return Asker(chosen, ship=shipper.submit, record=writer.submit)
 
     return LiveAsker(settings, build, live_version)
 
@@ -192,6 +201,7 @@ def _status(holder: dict[str, Any]) -> dict[str, Any]:
         },
         "refresh_failures": live.refresh_failures,
         "tracing": asdict(holder["shipper"].stats()),
+        "query_log": holder["writer"].stats(),
         **_latest_runs(settings),
     }
 

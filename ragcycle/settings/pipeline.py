@@ -199,6 +199,9 @@ class TracingSettings(BaseModel):
         description="API: traces waiting while MLflow is slow or down; beyond it, dropped",
     )
     retry_seconds: float = Field(5, gt=0, description="API: wait before retrying MLflow")
+    max_delay_seconds: float = Field(
+        5, ge=0, description="API: how long a trace may wait for a moment without requests"
+    )
 
 
 class ApiSettings(BaseModel):

@@ -45,3 +45,25 @@ def test_a_failing_write_is_counted_and_the_next_one_still_goes_out() -> None:
     shipper.close()
     assert written == ["next"]
     assert (shipper.stats().failures, shipper.stats().shipped) == (1, 1)
+
+
+def test_writes_wait_for_a_gap_between_requests_but_not_for_ever() -> None:
+    busy = {"value": True}
+    written: list[float] = []
+    shipper = TraceShipper(
+        lambda: True, max_pending=10, retry_seconds=0.05, busy=lambda: busy["value"], max_delay=0.5
+    )
+    started = time.monotonic()
+    shipper.submit(lambda: written.append(time.monotonic() - started))
+    time.sleep(0.2)
+    assert written == []  # requests in flight: the write waits
+    busy["value"] = False
+    wait_until(lambda: written)
+    assert 0.2 <= written[0] < 0.5
+
+    busy["value"] = True
+    started = time.monotonic()
+    shipper.submit(lambda: written.append(time.monotonic() - started))
+    wait_until(lambda: len(written) == 2, 3)
+    assert 0.5 <= written[1] < 1.5  # never busy enough to hold a trace past max_delay
+    shipper.close()
