@@ -131,14 +131,21 @@ def mlflow_server(work: Path) -> Iterator[str]:
     command += [f"sqlite:///{folder / 'mlflow.db'}", "--artifacts-destination"]
     command += [str(folder / "artifacts"), "--serve-artifacts", "--host", "127.0.0.1"]
     command += ["--port", str(port), "--workers", "1"]
-    log = (folder / "server.log").open("wb")
+    with healthy_process(command, port, folder / "server.log") as url:
+        yield url
+
+
+@contextmanager
+def healthy_process(command: list[str], port: int, log_path: Path) -> Iterator[str]:
+    """Run ``command`` until the block ends, once its ``/health`` on ``port`` answers."""
+    log = log_path.open("wb")
     process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 180
         while not healthy(url):
             if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("mlflow server did not start")
+                raise RuntimeError(f"{command[0]} did not start: see {log_path}")
             time.sleep(0.5)
         yield url
     finally:
@@ -189,22 +196,10 @@ def server(
         *(f"{key} = {json.dumps(value)}" for key, value in generation.items()),
     ]
     config.write_text("\n".join(lines) + "\n")
-    log = (work / f"api-{port}.log").open("wb")
     command = [sys.executable, "-m", "ragcycle.cli", "api", "-c", str(config)]
-    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 180
-        while not healthy(url):
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"the API did not start: see {log.name}")
-            time.sleep(0.5)
+    with healthy_process(command, port, work / f"api-{port}.log") as url:
         httpx.post(f"{url}/ask", json={"question": "warm up"}, timeout=120)
         yield url
-    finally:
-        process.terminate()
-        process.wait(30)
-        log.close()
 
 
 def drain(url: str, timeout: float = 300) -> int:
