@@ -100,9 +100,10 @@ def score_row(
     relevance = relevant_in(ranked, item.expected_sources)
     answerable = item.answerable
     has_sources = bool(item.expected_sources)
-    contexts = [hit.text for hit in retrieval.top_chunks(k)]
+    hits = retrieval.top_chunks(k)
+    contexts = [hit.text for hit in hits]
     guard = check_text(answer.text, toxicity_threshold=config.toxicity_threshold)
-    context_pii = any(check_text(text).pii for text in contexts)
+    context_pii = any(_has_pii(hit) for hit in hits)
     retrieve_ms = float(retrieval.latency_ms.get("retrieve", 0.0))
     cost = answer_cost(answer, config)
     row: dict[str, Any] = {
@@ -161,6 +162,15 @@ def score_row(
         row["pii_in_answer"] or row["toxic_answer"] or row["injection_in_context"]
     )
     return row
+
+
+def _has_pii(hit: Any) -> bool:
+    """PII in a retrieved chunk: what the ingest scan recorded, else found now (collections
+    built before the scan existed)."""
+    from tasks.guardrails import find_pii
+
+    scanned = hit.metadata.get("pii")
+    return bool(scanned) if scanned is not None else bool(find_pii(hit.text))
 
 
 def _page_hit(documents: Sequence[Any], item: GoldenItem) -> float:

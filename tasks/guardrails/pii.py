@@ -171,14 +171,27 @@ def _without_overlaps(findings: Any) -> list[PiiFinding]:
     return sorted(kept, key=lambda f: f.start)
 
 
+# What the spaCy model's NER finds for Presidio; the other entity types are patterns, validated
+# and scored with context words (which need the model's tagger and lemmatizer, not its NER).
+NER_ENTITIES = frozenset({"PERSON", "LOCATION", "ORGANIZATION", "NRP", "DATE_TIME"})
+
+
 def pii_detector(entities: Sequence[str] = DEFAULT_ENTITIES, score: float = 0.4) -> PiiDetector:
-    """A detector of ``entities`` at ``score`` or above; the analyzer behind it is shared."""
-    return PiiDetector(_analyzer(), entities, score)
+    """A detector of ``entities`` at ``score`` or above; the analyzer behind it is shared, and
+    runs the NER model only when an entity type needs it."""
+    return PiiDetector(_analyzer(ner=bool(NER_ENTITIES & set(entities))), entities, score)
 
 
-@functools.lru_cache(maxsize=1)
-def _analyzer() -> AnalyzerEngine:
-    """Presidio with the NER model, built once per process (loading it takes seconds)."""
+@functools.lru_cache(maxsize=2)
+def _analyzer(ner: bool) -> AnalyzerEngine:
+    """Presidio on the spaCy model, built once per process (loading it takes seconds).
+
+    The dependency parser is switched off: Presidio reads tokens, lemmas and entities, never
+    the parse, and the parser is a quarter of the model's time. Without ``ner``, the NER
+    component is off too: the default identifiers are patterns, and NER was another 40 % of
+    every scan (measured on the sample corpus: 33 ms a chunk with everything, 24 without the
+    parser, 11 without both).
+    """
     from presidio_analyzer import AnalyzerEngine, RecognizerRegistry
     from presidio_analyzer.nlp_engine import NlpEngineProvider
 
@@ -189,6 +202,10 @@ def _analyzer() -> AnalyzerEngine:
             "models": [{"lang_code": "en", "model_name": NER_MODEL}],
         }
     ).create_engine()
+    pipeline = nlp.nlp["en"]  # type: ignore[attr-defined]
+    pipeline.disable_pipe("parser")
+    if not ner:
+        pipeline.disable_pipe("ner")
     registry = RecognizerRegistry(supported_languages=["en"])
     registry.load_predefined_recognizers(nlp_engine=nlp, languages=["en"])
     for replaced in (
