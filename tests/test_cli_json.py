@@ -66,6 +66,7 @@ def test_every_json_command_prints_strict_json(sample_corpus: Path, tmp_path: Pa
     assert run("ingest")["collection"] == "ragcycle__v1"
     asked = run("ask", "How do I enable CORS?")
     assert asked["sources"] and asked["query_id"] >= 1
+    assert asked["trace_id"].startswith("tr-") and asked["cost_usd"] >= 0
     audited = run("audit", str(asked["query_id"]))
     assert audited["question"] == "How do I enable CORS?" and audited["index_version"] == 1
     assert run("audit", "999999", code=1)["kind"] == "error"

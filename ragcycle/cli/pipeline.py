@@ -167,6 +167,8 @@ def ask(
                         "guardrails",
                         "index_version",
                         "query_id",
+                        "trace_id",
+                        "cost_usd",
                     )
                 }
             )
@@ -185,7 +187,8 @@ def ask(
     console.print(
         f"[dim]{latency['total']:.0f} ms (retrieve {latency['retrieve']:.0f}, generate"
         f" {latency['generate']:.0f}); tokens {result['tokens']}; {result['prompt']};"
-        f" {result['generator']['backend']}:{result['generator']['model']}[/dim]"
+        f" {result['generator']['backend']}:{result['generator']['model']};"
+        f" query {result['query_id']} (ragcycle audit), trace {result['trace_id']}[/dim]"
     )
 
 
