@@ -159,6 +159,8 @@ def test_cli_ask_and_eval_json(indexed: Path, tmp_path: Path) -> None:
         "guardrails",
         "index_version",
         "query_id",
+        "trace_id",
+        "cost_usd",
     }
     assert answer["index_version"] == 1 and answer["query_id"] >= 1
     assert answer["guardrails"]["status"] in {"pass", "warning"}
