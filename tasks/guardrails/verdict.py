@@ -7,11 +7,11 @@ evaluation reports are what production would have done.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from tasks.guardrails.detectors import check_text, find_injection_markers
-from tasks.guardrails.pii import PiiDetector, find_pii, redact
+from tasks.guardrails.pii import PiiDetector, PiiFinding, find_pii, redact
 
 __all__ = ["REFUSAL", "Verdict", "guard_answer", "withhold_injected"]
 
@@ -93,7 +93,7 @@ def guard_answer(
     # Support is judged on the answer as written (a placeholder like [EMAIL] is not content);
     # the sentences reported are redacted like the answer.
     verdict.unsupported = [
-        redact(sentence, find_pii(sentence, pii))
+        _redacted_part(answer, sentence, report.pii, pii)
         for sentence in unsupported_sentences(answer, contexts, support_threshold)
     ]
     if verdict.unsupported and contexts:
@@ -103,6 +103,23 @@ def guard_answer(
         )
         verdict.status = "warning"
     return verdict
+
+
+def _redacted_part(
+    answer: str, part: str, findings: Sequence[PiiFinding], pii: PiiDetector | None
+) -> str:
+    """``part`` of ``answer`` redacted with the answer's own findings (no second analysis);
+    analysed on its own only if it is not found verbatim in the answer."""
+    start = answer.find(part)
+    if start < 0:
+        return redact(part, find_pii(part, pii))
+    end = start + len(part)
+    inside = [
+        replace(f, start=f.start - start, end=f.end - start)
+        for f in findings
+        if start <= f.start and f.end <= end
+    ]
+    return redact(part, inside)
 
 
 def _withheld(verdict: Verdict) -> Verdict:

@@ -177,3 +177,14 @@ def test_checksum_recognisers_run_inside_presidio() -> None:
     assert "CreditCardRecognizer" not in names and "UsSsnRecognizer" not in names
     found = detector.find("Card 4111 1111 1111 1111 and card 4111 1111 1111 1112.")
     assert [(f.kind, f.score) for f in found] == [("CREDIT_CARD", 1.0)]
+
+
+def test_unsupported_sentences_are_reported_redacted() -> None:
+    from tasks.guardrails import guard_answer
+
+    verdict = guard_answer(
+        "The DMCA was signed in 1998. Penguins mail jane.doe@example.com every day.",
+        ["The DMCA was signed into law in 1998."],
+    )
+    assert verdict.unsupported == ["Penguins mail [EMAIL_ADDRESS] every day."]
+    assert verdict.answer.endswith("Penguins mail [EMAIL_ADDRESS] every day.")
