@@ -3,9 +3,10 @@ Prefect round trip on the hot path) and a Prefect flow for scheduled or remote u
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Literal
 
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
@@ -28,7 +29,7 @@ from tasks.generation.answers import Answer, generator_identity
 from tasks.generation.backends import generator_from_settings
 from tasks.generation.prompts import load_prompt
 from tasks.indexing.store import VectorIndex, open_index
-from tasks.retrieval import Retrieval
+from tasks.retrieval import Retrieval, SearchPlan, search_plan
 from tasks.tracking.runs import ensure_experiment, mlflow_client
 from tasks.versions import resolve_serving
 
@@ -87,15 +88,19 @@ class Asker:
         self.settings = settings
         self.version = serving.version.version if serving.version else None
         embedder = embedder_from_settings(settings)
+        index = open_index(settings, serving.collection, create=False)
         self.parts = Parts(
-            index=open_index(settings, serving.collection, create=False),
+            index=index,
             embedder=embedder,
             generator=generator_from_settings(settings, embedder),
             prompt=load_prompt(settings.generation.prompt_name, settings.generation.prompt_version),
             guard=GuardConfig.from_settings(settings),
             fetch_multiplier=settings.retrieval.fetch_multiplier,
+            plan=search_plan(settings, index),
         )
         self.index: VectorIndex = self.parts.index
+        self._plans = {self.parts.plan.mode: self.parts.plan}
+        self._plans_lock = threading.Lock()
         self.log = QueryLog(settings.data_dir / "query_log.sqlite")
         self.record = record or self.log.append
         self.ship = ship
@@ -113,6 +118,15 @@ class Asker:
             else None
         )
 
+    def plan_for(self, mode: str | None) -> SearchPlan:
+        """The search plan of a retrieval mode; a mode's lexical index opens on first use."""
+        if mode is None:
+            return self.parts.plan
+        with self._plans_lock:
+            if mode not in self._plans:
+                self._plans[mode] = search_plan(self.settings, self.index, mode)
+            return self._plans[mode]
+
     def ask(
         self,
         question: str,
@@ -120,6 +134,7 @@ class Asker:
         where: dict[str, Any] | None = None,
         session_id: str | None = None,
         origin: str = "cli",
+        retrieval: str | None = None,
     ) -> AskResult:
         """Answer as :func:`answer_question` does, log it, and ship its trace.
 
@@ -140,6 +155,7 @@ class Asker:
                 where=where,
                 seed=self.settings.generation.seed,
                 trace=traced,
+                plan=self.plan_for(retrieval),
             )
         except Exception:
             # A failed answer is traced too: MLflow's views count errors over time.
@@ -217,6 +233,9 @@ class AskRequest(BaseModel):
     question: str = Field(..., min_length=1)
     k: int | None = Field(None, ge=1)
     where: dict[str, Any] | None = Field(None, description="Chroma metadata filter")
+    retrieval: Literal["dense", "lexical", "hybrid"] | None = Field(
+        None, description="retrieval mode (default: the version's config)"
+    )
     collection: str | None = None
     config_file: str | None = None
     overrides: dict[str, Any] = Field(default_factory=dict)
@@ -229,6 +248,6 @@ def ask(request: AskRequest) -> dict[str, Any]:
     configure_environment(settings)
     return (
         Asker(settings, request.collection, request.overrides)
-        .ask(request.question, request.k, request.where)
+        .ask(request.question, request.k, request.where, retrieval=request.retrieval)
         .as_dict()
     )

@@ -27,6 +27,7 @@ from tasks.evaluation.scoring import (
 from tasks.generation.backends import generator_from_settings, judge_from_settings
 from tasks.generation.prompts import load_prompt_task
 from tasks.indexing.store import open_index
+from tasks.retrieval import search_plan
 from tasks.tracking.reports import publish_evaluation
 from tasks.tracking.runs import (
     EvaluationRecord,
@@ -95,6 +96,7 @@ def evaluate(request: EvaluateRequest) -> dict[str, Any]:
         prompt=prompt,
         guard=GuardConfig.from_settings(settings),
         fetch_multiplier=settings.retrieval.fetch_multiplier,
+        plan=search_plan(settings, index),
     )
     judge = judge_from_settings(settings)
     config = scoring_config(settings.evaluation, generator.name, generator.model, k)

@@ -23,16 +23,18 @@ from ragcycle.errors import ConfigError
 from ragcycle.progress import progress_bars
 from ragcycle.runtime import configure_environment
 from ragcycle.settings import ChunkingSettings, Settings, load_settings
-from tasks.chunking import chunk_within_limit, flatten_chunks
+from tasks.chunking import TokenBudget, chunk_within_limit, flatten_chunks
 from tasks.embedding import (
     EmbeddingCache,
     ProgressCallback,
     TextEmbedder,
     embed_with_cache,
     embedder_from_settings,
+    token_budget,
 )
 from tasks.guardrails import PiiDetector, pii_detector
 from tasks.guardrails.scan import finding_metadata, scan_chunks
+from tasks.indexing.lexical import sync_lexical_task
 from tasks.indexing.plan import Partition, PartitionResult, partition_plan, plan_ingest_task
 from tasks.indexing.store import VectorIndex, document_states_task, open_index
 from tasks.indexing.writes import remove_documents_task, write_documents
@@ -75,6 +77,7 @@ def ingest_partition(
     on_progress: ProgressCallback | None = None,
     scan: PiiDetector | None = None,
     quarantine: bool = False,
+    budget: TokenBudget | None = None,
 ) -> PartitionResult:
     """Load, chunk, scan, embed and write one partition; bad files are recorded, not raised.
 
@@ -89,7 +92,7 @@ def ingest_partition(
         max_file_bytes=max_file_bytes,
     )
     seconds["load"], begun = time.perf_counter() - begun, time.perf_counter()
-    documents, chunks, too_long = chunk_within_limit(documents, chunking, max_chunks)
+    documents, chunks, too_long = chunk_within_limit(documents, chunking, max_chunks, budget)
     failures = [*failures, *too_long]
     seconds["chunk"], begun = time.perf_counter() - begun, time.perf_counter()
     findings = scan_chunks(flatten_chunks(documents, chunks), scan) if scan is not None else {}
@@ -101,7 +104,7 @@ def ingest_partition(
     ordered = flatten_chunks(documents, chunks)
     seconds["scan"], begun = time.perf_counter() - begun, time.perf_counter()
     vectors, embedded = embed_with_cache(
-        [chunk.text for chunk in ordered],
+        [chunk.indexed_text for chunk in ordered],
         [chunk.content_hash for chunk in ordered],
         embedder,
         cache,
@@ -126,6 +129,7 @@ def ingest_partition(
         seconds=seconds,
         flagged=[finding.as_dict() for finding in findings.values()],
         quarantined=len(findings) if quarantine else 0,
+        truncated=sum(chunk.tokens > budget.limit for chunk in ordered) if budget else 0,
     )
 
 
@@ -166,6 +170,7 @@ def ingest_partition_task(
             on_progress=on_progress,
             scan=pii_detector(tuple(guard.pii_entities), guard.pii_score),
             quarantine=guard.ingest_policy == "quarantine",
+            budget=token_budget(str(settings.embedding_model_path())),
         )
     finally:
         if cache is not None:
@@ -276,6 +281,9 @@ def _ingest(request: IngestRequest, settings: Settings) -> dict[str, Any]:
     with timer.stage("index"):
         removed_chunks = remove_documents_task(index, plan.removed, states)
     report.record_write(0, removed_chunks, 0)
+    with timer.stage("lexical"):
+        synced = sync_lexical_task(index, settings)
+    report.lexical = {"added": synced.added, "removed": synced.removed, "total": synced.total}
     report.finish(index.count(), timer)
     publish_ingest_report(report)
     if first:

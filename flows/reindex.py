@@ -8,6 +8,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from prefect import flow, get_run_logger
@@ -20,7 +21,7 @@ from ragcycle.errors import ConfigError
 from ragcycle.runtime import configure_environment
 from ragcycle.settings import Settings, load_settings, merge_nested
 from tasks.challengers import Contender, plan_contenders, share_key
-from tasks.indexing.store import open_chroma_client
+from tasks.indexing.lexical import drop_collection
 from tasks.locking import writer_lock
 from tasks.promotion import GateStats, gate_names
 from tasks.reindex_report import gate_contenders, summarize_candidates
@@ -164,7 +165,7 @@ def _reindex(request: ReindexRequest, settings: Settings) -> dict[str, Any]:
     if chosen is not None:
         dropped = registry.delete(
             registry.expired(settings.lifecycle.retention),
-            open_chroma_client(settings).delete_collection,
+            partial(drop_collection, settings),
         )
     else:
         dropped = []
@@ -287,13 +288,12 @@ def _discard(
     registry: VersionRegistry, settings: Settings, built: Sequence[Built], keep: int | None
 ) -> None:
     """Reject every contender but the chosen one; drop collections no version still needs."""
-    client = open_chroma_client(settings)
     for item in built:
         if item.version == keep:
             continue
         registry.set_status(item.version, "rejected")
         if not registry.collection_in_use(item.collection, besides=item.version):
-            client.delete_collection(item.collection)
+            drop_collection(settings, item.collection)
 
 
 def _record(

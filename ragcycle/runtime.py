@@ -83,6 +83,7 @@ def configure_environment(settings: Settings, *, override: bool = False) -> dict
             os.environ[key] = value
             applied[key] = value
     logging.getLogger("pypdf").setLevel(logging.ERROR)
+    logging.getLogger("bm25s").setLevel(logging.WARNING)  # a DEBUG line per index build
     if not settings.verbose:
         quiet_console_tracebacks()
     return applied

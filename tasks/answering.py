@@ -22,7 +22,7 @@ from tasks.generation.answers import Answer, Generator
 from tasks.generation.prompts import PromptTemplate
 from tasks.guardrails import PiiDetector, Verdict, guard_answer, pii_detector, withhold_injected
 from tasks.indexing.store import Hit, VectorIndex
-from tasks.retrieval import Retrieval, retrieve
+from tasks.retrieval import DENSE, Retrieval, SearchPlan, retrieve
 from tasks.tracking.traces import QueryTrace, retrieved_documents
 
 __all__ = [
@@ -69,6 +69,7 @@ class Parts:
     prompt: PromptTemplate
     guard: GuardConfig
     fetch_multiplier: int = 1
+    plan: SearchPlan = DENSE
 
 
 @dataclass(frozen=True)
@@ -109,6 +110,7 @@ def answer_question(
     where: dict[str, Any] | None = None,
     seed: int | None = None,
     trace: QueryTrace | None = None,
+    plan: SearchPlan | None = None,
 ) -> Answered:
     """Retrieve, withhold injected chunks, generate, judge: every stage a span of ``trace``
     (see :func:`open_trace`). On failure the trace records the failed stage; the caller
@@ -117,7 +119,9 @@ def answer_question(
     from mlflow.tracing.constant import SpanAttributeKey
 
     traced = trace
-    with _step(traced, "retrieve", SpanType.RETRIEVER, {"question": question, "k": k}) as span:
+    plan = plan or parts.plan
+    inputs: dict[str, Any] = {"question": question, "k": k, "mode": plan.mode}
+    with _step(traced, "retrieve", SpanType.RETRIEVER, inputs) as span:
         retrieval = retrieve(
             question,
             parts.index,
@@ -125,6 +129,7 @@ def answer_question(
             k,
             fetch_multiplier=parts.fetch_multiplier,
             where=where,
+            plan=plan,
         )
         chunks = retrieval.top_chunks(k)
         _set(span, outputs=retrieved_documents(chunks))

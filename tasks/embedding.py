@@ -9,6 +9,8 @@ embedded twice, whatever document or collection it lands in.
 from __future__ import annotations
 
 import functools
+import json
+import logging
 import sqlite3
 import threading
 from collections.abc import Callable, Sequence
@@ -20,6 +22,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from ragcycle.settings import Settings
+from tasks.chunking.context import TokenBudget
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
@@ -31,7 +34,10 @@ __all__ = [
     "embed_with_cache",
     "embedder_from_settings",
     "load_sentence_transformer",
+    "token_budget",
 ]
+
+logger = logging.getLogger(__name__)
 
 ProgressCallback = Callable[[int], None]
 
@@ -119,6 +125,30 @@ class SentenceTransformerEmbedder:
             if on_progress is not None:
                 on_progress(len(batch))
         return np.vstack(parts)
+
+
+@functools.lru_cache(maxsize=4)
+def token_budget(model_path: str) -> TokenBudget | None:
+    """The model's own tokenizer and the number of tokens it reads (``max_seq_length``), from
+    the model folder alone (no torch); None when the folder has no fast tokenizer file."""
+    from tokenizers import Tokenizer
+
+    folder = Path(model_path)
+    if not (folder / "tokenizer.json").exists():
+        logger.warning("%s has no tokenizer.json: chunks are not measured in tokens", folder)
+        return None
+    tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
+    tokenizer.no_truncation()
+    tokenizer.no_padding()
+    limit = 512
+    config = folder / "sentence_bert_config.json"
+    if config.exists():
+        limit = int(json.loads(config.read_text()).get("max_seq_length") or limit)
+
+    def count(texts: Sequence[str]) -> list[int]:
+        return [len(encoding.ids) for encoding in tokenizer.encode_batch(list(texts))]
+
+    return TokenBudget(limit, count)
 
 
 def embedder_from_settings(settings: Settings) -> SentenceTransformerEmbedder:

@@ -32,6 +32,9 @@ class AskBody(BaseModel):
     question: str = Field(..., min_length=1, max_length=2000)
     k: int | None = Field(None, ge=1, le=50, description="chunks to retrieve")
     where: dict[str, Any] | None = Field(None, description="Chroma metadata filter")
+    retrieval: Literal["dense", "lexical", "hybrid"] | None = Field(
+        None, description="retrieval mode (default: the live version's config)"
+    )
     session_id: str | None = Field(None, max_length=200)
 
 
@@ -116,7 +119,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             async with holder["admission"].slot():
                 asker = live.current()
                 result = await run_in_threadpool(
-                    asker.ask, body.question, body.k, body.where, body.session_id, "api"
+                    asker.ask,
+                    body.question,
+                    body.k,
+                    body.where,
+                    body.session_id,
+                    "api",
+                    body.retrieval,
                 )
         except OverloadedError:
             retry = str(holder["settings"].api.retry_after_seconds)

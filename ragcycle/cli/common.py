@@ -3,6 +3,7 @@ mapping of ragcycle's errors to one line on stderr and exit code 1."""
 
 from __future__ import annotations
 
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -62,6 +63,29 @@ ConfigOption = Annotated[
     ),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON object, for scripts.")]
+
+
+class RetrievalMode(StrEnum):
+    dense = "dense"
+    lexical = "lexical"
+    hybrid = "hybrid"
+
+
+RetrievalOption = Annotated[
+    RetrievalMode | None,
+    typer.Option(
+        "--retrieval",
+        help="dense (embeddings), lexical (BM25) or hybrid (both, rank-fused);"
+        " default: the index version's config.",
+        case_sensitive=False,
+    ),
+]
+
+
+def retrieval_overrides(mode: RetrievalMode | None) -> dict[str, Any]:
+    """Settings overrides that select ``mode`` (none when it is not given)."""
+    return {"retrieval": {"mode": mode.value}} if mode is not None else {}
+
 
 console = Console()
 err_console = Console(stderr=True, soft_wrap=True)  # an error stays one line, whatever the width

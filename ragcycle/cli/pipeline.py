@@ -13,12 +13,14 @@ from ragcycle import jsonout
 from ragcycle.cli.common import (
     ConfigOption,
     JsonOption,
+    RetrievalOption,
     app,
     benchmark_app,
     config_app,
     console,
     err_console,
     fail,
+    retrieval_overrides,
     settings_for,
     settings_for_flows,
 )
@@ -134,6 +136,7 @@ def ask(
         typer.Option(help='Chroma metadata filter as JSON, e.g. \'{"format": "pdf"}\'.'),
     ] = None,
     collection: Annotated[str | None, typer.Option(help="Collection to ask.")] = None,
+    retrieval: RetrievalOption = None,
     config: ConfigOption = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -150,7 +153,8 @@ def ask(
     from flows.ask import Asker
 
     try:
-        result = Asker(settings, collection).ask(question, k, filter_).as_dict()
+        mode = retrieval.value if retrieval else None
+        result = Asker(settings, collection).ask(question, k, filter_, retrieval=mode).as_dict()
     except RagcycleError as exc:
         raise fail(exc) from None
     if as_json:
@@ -202,6 +206,7 @@ def eval_(
         int | None, typer.Option(help="Answer each question N times (sampling backends).")
     ] = None,
     collection: Annotated[str | None, typer.Option(help="Collection to evaluate.")] = None,
+    retrieval: RetrievalOption = None,
     config: ConfigOption = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -220,6 +225,7 @@ def eval_(
         repeats=repeats,
         collection=collection,
         config_file=str(config) if config else None,
+        overrides=retrieval_overrides(retrieval),
     )
     try:
         result = evaluate(request)
@@ -257,6 +263,7 @@ def benchmark_beir(
         bool,
         typer.Option(help="Chunk documents with the configured chunker instead of whole rows."),
     ] = False,
+    retrieval: RetrievalOption = None,
     config: ConfigOption = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -276,6 +283,7 @@ def benchmark_beir(
         k=k,
         chunking=settings.chunking.model_dump() if chunk else None,
         config_file=str(config) if config else None,
+        overrides=retrieval_overrides(retrieval),
     )
     try:
         result = beir_flow(request)

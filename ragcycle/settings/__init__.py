@@ -150,6 +150,11 @@ class Settings(BaseSettings):
         return (self.chroma.path or self.data_dir / "chroma").resolve()
 
     @property
+    def lexical_path(self) -> Path:
+        """BM25 indexes, one folder per collection (derived from Chroma, rebuilt from it)."""
+        return (self.data_dir / "lexical").resolve()
+
+    @property
     def prefect_home(self) -> Path:
         return (self.prefect.home or self.data_dir / "prefect").resolve()
 

@@ -38,6 +38,16 @@ class ChunkingSettings(BaseModel):
     )
     size: int = Field(800, ge=50, description="maximum chunk length in characters")
     overlap: int = Field(120, ge=0, description="characters shared by neighbouring chunks")
+    fit_tokens: bool = Field(
+        True,
+        description="cut chunks further until the embedding model reads them whole (its own"
+        " tokenizer and limit), instead of letting it drop their ends",
+    )
+    heading_context: bool = Field(
+        True,
+        description="prefix what is embedded with the chunk's heading path (\"Tutorial > Path"
+        ' Parameters > Order matters"), kept in metadata too',
+    )
 
     @model_validator(mode="after")
     def _overlap_smaller_than_size(self) -> ChunkingSettings:
@@ -88,6 +98,38 @@ class RetrievalSettings(BaseModel):
     fetch_multiplier: int = Field(
         3, ge=1, description="chunks fetched per wanted document when ranking documents"
     )
+    mode: Literal["dense", "lexical", "hybrid"] = Field(
+        "dense",
+        description="dense: embedding similarity; lexical: BM25 over the chunk text; hybrid:"
+        " both, fused by reciprocal rank",
+    )
+    candidates: int = Field(
+        50, ge=1, description="hybrid: chunks each retriever ranks before fusion"
+    )
+    rrf_k: int = Field(
+        60, ge=1, description="hybrid: reciprocal rank fusion constant (1 / (rrf_k + rank))"
+    )
+    dense_weight: float = Field(1.0, ge=0, description="hybrid: weight of the dense ranking")
+    lexical_weight: float = Field(1.0, ge=0, description="hybrid: weight of the BM25 ranking")
+    lexical_language: str = Field(
+        "english",
+        description='BM25 stemmer and stopwords (a Snowball language, or "none"); changing it'
+        " rebuilds the lexical index",
+    )
+    reranker_path: Path | None = Field(
+        None, description="a local cross-encoder model folder that reorders the fused top chunks"
+    )
+    rerank_top_n: int = Field(20, ge=1, description="chunks the cross-encoder rescores")
+
+    @field_validator("lexical_language")
+    @classmethod
+    def _known_language(cls, value: str) -> str:
+        import Stemmer
+
+        known = set(Stemmer.algorithms())
+        if value != "none" and value not in known:
+            raise ValueError(f"unknown language {value!r}; one of none, {', '.join(sorted(known))}")
+        return value
 
 
 class GenerationSettings(BaseModel):

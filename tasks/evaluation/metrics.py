@@ -12,7 +12,7 @@ import math
 import re
 import string
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 from tasks.evaluation.golden import matches_source
 from tasks.text import STOPWORDS, split_sentences
@@ -22,6 +22,7 @@ __all__ = [
     "mrr",
     "ndcg_at_k",
     "normalize_answer",
+    "page_hit_and_recall",
     "precision_at_k",
     "recall_at_k",
     "relevant_in",
@@ -34,6 +35,28 @@ __all__ = [
 def relevant_in(ranked: Sequence[str], expected: Iterable[str]) -> list[bool]:
     wanted = list(expected)
     return [any(matches_source(doc_id, source) for source in wanted) for doc_id in ranked]
+
+
+def page_hit_and_recall(
+    chunks: Iterable[tuple[str, int | None, int | None]],
+    expected: Mapping[str, Sequence[int]],
+) -> tuple[float, float]:
+    """Over served chunks ``(doc_id, first page, last page)``: whether any covers an expected
+    page, and the share of expected (source, page) pairs some chunk covers. These are the pages
+    an answer can cite, where a document's best chunk alone (``page_hit_rate``) misses the
+    expected page whenever a second chunk of the same document is the one that holds it."""
+    wanted = {(source, page) for source, pages in expected.items() for page in pages}
+    if not wanted:
+        return math.nan, math.nan
+    covered: set[tuple[str, int]] = set()
+    for doc_id, first, last in chunks:
+        if first is None:
+            continue
+        end = first if last is None else last
+        for source, page in wanted:
+            if first <= page <= end and matches_source(doc_id, source):
+                covered.add((source, page))
+    return float(bool(covered)), len(covered) / len(wanted)
 
 
 def hit_rate_at_k(relevance: Sequence[bool], k: int) -> float:

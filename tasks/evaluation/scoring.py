@@ -20,6 +20,7 @@ from tasks.evaluation.metrics import (
     hit_rate_at_k,
     mrr,
     ndcg_at_k,
+    page_hit_and_recall,
     precision_at_k,
     recall_at_k,
     relevant_in,
@@ -129,6 +130,7 @@ def score_row(
         if has_sources
         else math.nan,
         "page_hit_rate": _page_hit(documents[:k], item) if item.pages else math.nan,
+        **_chunk_pages(hits, item, k),
         "answer_f1": token_f1(answer.text, item.expected_answer)
         if item.expected_answer is not None
         else math.nan,
@@ -182,6 +184,20 @@ def _page_hit(documents: Sequence[Any], item: GoldenItem) -> float:
     return 0.0
 
 
+def _chunk_pages(hits: Sequence[Any], item: GoldenItem, k: int) -> dict[str, float]:
+    """Page hit and page recall over the ``k`` chunks an answer is written from."""
+    spans = [
+        (hit.doc_id, _page(hit.metadata.get("page_start")), _page(hit.metadata.get("page_end")))
+        for hit in hits
+    ]
+    hit, recall = page_hit_and_recall(spans, item.pages)
+    return {f"page_hit_at_{k}": hit, f"page_recall_at_{k}": recall}
+
+
+def _page(value: Any) -> int | None:
+    return int(value) if value is not None else None
+
+
 def _cosine(a: np.ndarray | None, b: np.ndarray | None) -> float:
     if a is None or b is None:
         return math.nan
@@ -196,6 +212,8 @@ QUALITY_METRICS = (
     "mrr",
     "ndcg_at_{k}",
     "page_hit_rate",
+    "page_hit_at_{k}",
+    "page_recall_at_{k}",
     "answer_f1",
     "answer_similarity",
     "faithfulness",

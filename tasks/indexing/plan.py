@@ -131,6 +131,7 @@ class PartitionResult:
     seconds: dict[str, float]
     flagged: list[dict[str, Any]] = field(default_factory=list)  # the ingest scan's findings
     quarantined: int = 0
+    truncated: int = 0  # chunks longer than the embedding model reads
 
     @property
     def files(self) -> int:

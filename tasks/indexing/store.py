@@ -32,6 +32,7 @@ __all__ = [
     "DocumentState",
     "Hit",
     "Metadata",
+    "StoredChunk",
     "VectorIndex",
     "document_states_task",
     "open_chroma_client",
@@ -67,6 +68,16 @@ class DocumentState:
 
 
 @dataclass(frozen=True)
+class StoredChunk:
+    """A chunk as the store holds it, looked up by id (lexical hits, the lexical index's sync)."""
+
+    chunk_id: str
+    text: str
+    metadata: Mapping[str, Any]
+    vector: np.ndarray | None = None
+
+
+@dataclass(frozen=True)
 class Hit:
     """One retrieved chunk; ``score`` is cosine similarity (1 - distance) for cosine indexes."""
 
@@ -99,6 +110,16 @@ class VectorIndex(Protocol):
 
     def document_states(self) -> dict[str, DocumentState]: ...
 
+    def all_ids(self) -> list[str]: ...
+
+    def fetch(
+        self,
+        ids: Sequence[str],
+        where: Mapping[str, Any] | None = None,
+        *,
+        vectors: bool = False,
+    ) -> list[StoredChunk]: ...
+
     def query(
         self, vector: np.ndarray, k: int, where: Mapping[str, Any] | None = None
     ) -> list[Hit]: ...
@@ -113,6 +134,7 @@ class VectorIndex(Protocol):
 # champion) fail with "'RustBindingsAPI' object has no attribute 'bindings'". Opening is
 # serialized; using the clients is not.
 _EMBEDDED_START = threading.Lock()
+_MAX_RESULTS_PER_CALL = 16_000
 
 
 def _reachable(url: str, settings: Settings) -> None:
@@ -258,6 +280,50 @@ class ChromaIndex:
                 return
             offset += page
 
+    def all_ids(self) -> list[str]:
+        """Every chunk id in the collection, page by page (ids only: nothing else is read)."""
+        ids: list[str] = []
+        page = 5000
+        while True:
+            try:
+                result = self.collection.get(include=[], limit=page, offset=len(ids))
+            except Exception as exc:
+                raise IndexStoreError(f"Chroma read of {self.name!r} failed: {exc}") from None
+            ids.extend(result["ids"])
+            if len(result["ids"]) < page:
+                return ids
+
+    def fetch(
+        self,
+        ids: Sequence[str],
+        where: Mapping[str, Any] | None = None,
+        *,
+        vectors: bool = False,
+    ) -> list[StoredChunk]:
+        """The chunks of ``ids`` that exist (and match ``where``), in the order of ``ids``."""
+        include: list[str] = ["documents", "metadatas", *(["embeddings"] if vectors else [])]
+        found: dict[str, StoredChunk] = {}
+        wanted = list(dict.fromkeys(ids))
+        for start in range(0, len(wanted), self.batch_size):
+            try:
+                result = self.collection.get(
+                    ids=wanted[start : start + self.batch_size],
+                    where=dict(where) if where else None,
+                    include=include,  # type: ignore[arg-type]
+                )
+            except Exception as exc:
+                raise IndexStoreError(f"Chroma read of {self.name!r} failed: {exc}") from None
+            rows = result["ids"]
+            texts = result["documents"] or [""] * len(rows)
+            metadatas = result["metadatas"] or [{}] * len(rows)
+            embeddings = result["embeddings"] if vectors else None
+            for row, chunk_key in enumerate(rows):
+                vector = np.asarray(embeddings[row]) if embeddings is not None else None
+                found[chunk_key] = StoredChunk(
+                    chunk_key, texts[row] or "", metadatas[row] or {}, vector
+                )
+        return [found[chunk_key] for chunk_key in wanted if chunk_key in found]
+
     def document_states(self) -> dict[str, DocumentState]:
         states: dict[str, DocumentState] = {}
         for chunk_key, meta in self.iter_metadata():
@@ -277,7 +343,16 @@ class ChromaIndex:
     def query_many(
         self, vectors: np.ndarray, k: int, where: Mapping[str, Any] | None = None
     ) -> list[list[Hit]]:
-        """Top-``k`` hits for each row of ``vectors``, in one round trip."""
+        """Top-``k`` hits for each row of ``vectors``, in as few round trips as Chroma allows."""
+        # Chroma's embedded store binds queries x k SQL variables at once, and SQLite refuses
+        # more than 32,766: 1,187 queries at k=50 failed with "too many SQL variables".
+        rows = max(1, _MAX_RESULTS_PER_CALL // max(1, k))
+        if len(vectors) > rows:
+            return [
+                hits
+                for start in range(0, len(vectors), rows)
+                for hits in self.query_many(vectors[start : start + rows], k, where)
+            ]
         if len(vectors) == 0:
             return []
         try:

@@ -60,6 +60,8 @@ def chunk_metadata(
         "page_start": chunk.page_start,
         "page_end": chunk.page_end,
         "section": chunk.section,
+        "heading_path": chunk.heading_path,
+        "tokens": chunk.tokens,
     }
 
 

@@ -69,7 +69,9 @@ class IngestReport:
         )
     )
     chunks: dict[str, int] = field(
-        default_factory=lambda: dict.fromkeys(("written", "deleted", "embedded", "total"), 0)
+        default_factory=lambda: dict.fromkeys(
+            ("written", "deleted", "embedded", "truncated", "total"), 0
+        )
     )
     failed: list[dict[str, str]] = field(default_factory=list)
     warnings: list[dict[str, str]] = field(default_factory=list)
@@ -78,6 +80,9 @@ class IngestReport:
     policy: str = "flag"  # guardrails.ingest_policy: what happened to flagged chunks
     flagged: list[dict[str, Any]] = field(default_factory=list)
     quarantined: int = 0
+    lexical: dict[str, int] = field(
+        default_factory=lambda: dict.fromkeys(("added", "removed", "total"), 0)
+    )
 
     def record_failures(self, failures: list[LoadFailure]) -> None:
         for failure in failures:
@@ -103,6 +108,7 @@ class IngestReport:
             self.warnings.extend({"doc_id": doc_id, "warning": warning} for warning in notes)
         self.record_write(result.written, result.deleted, result.embedded)
         self.flagged.extend(result.flagged)
+        self.chunks["truncated"] += result.truncated
         self.quarantined += result.quarantined
 
     def record_write(self, written: int, deleted: int, embedded: int) -> None:

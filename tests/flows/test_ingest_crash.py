@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from flows.ingest import IngestRequest, ingest
+from tasks.indexing.lexical import LexicalIndex, lexical_root
 from tests.conftest import SAMPLES, live_index, make_settings, own_cache_env
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_harness")]
@@ -108,3 +109,8 @@ def test_killed_ingest_then_rerun_equals_clean_run(
     assert len(killed_ids) == len(set(killed_ids))
     assert sorted(killed_ids) == clean_ids
     assert killed_index.count() == resumed["chunks"]["total"]
+    # the lexical index, synced by the re-run, holds exactly what Chroma holds
+    lexical = LexicalIndex(lexical_root(make_settings(killed_data), killed_index.name), "english")
+    snapshot = lexical.snapshot()
+    assert snapshot is not None and sorted(snapshot.ids) == clean_ids
+    assert resumed["lexical"]["total"] == len(clean_ids)

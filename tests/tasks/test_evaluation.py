@@ -225,3 +225,16 @@ def test_local_models_are_priced_by_cpu_time_and_apis_by_tokens() -> None:
     assert scoring_config(evaluation, "openai", "unknown", 5).priced is False
     own = EvaluationSettings(prices={"smollm2-135m": Price(cpu_hour=1.0)})
     assert scoring_config(own, "local", "smollm2-135m", 5).price_cpu_hour == 1.0
+
+
+def test_page_metrics_count_every_served_chunk_not_only_each_documents_best() -> None:
+    from tasks.evaluation.metrics import page_hit_and_recall
+
+    expected = {"guide.pdf": [3, 7]}
+    # the document's best chunk is on page 1; a later chunk spans pages 6-7
+    served = [("docs/guide.pdf", 1, 1), ("other.pdf", 3, 3), ("docs/guide.pdf", 6, 7)]
+    assert page_hit_and_recall(served, expected) == (1.0, 0.5)
+    assert page_hit_and_recall(served[:2], expected) == (0.0, 0.0)  # page 3 of another file
+    assert page_hit_and_recall([("guide.pdf", 2, 8)], expected) == (1.0, 1.0)
+    hit, recall = page_hit_and_recall(served, {})
+    assert math.isnan(hit) and math.isnan(recall)

@@ -8,9 +8,13 @@ Two strategies, chosen by ``chunking.strategy``:
 - ``fixed`` cuts windows of ``size`` characters that overlap by ``overlap``, ending at whitespace.
 
 Every chunk carries character offsets into the document's text (pages joined by a blank line),
-the pages it spans, its section heading and a content hash. Chunk ids hash the document id, the
-document's content hash, the chunking config hash and the position, so re-chunking the same bytes
-with the same config gives the same ids and every write is an upsert.
+the pages it spans, its section heading and heading path, the text the model embeds (see
+:mod:`tasks.chunking.context`), its length in the model's tokens and a hash of what is embedded.
+With a token budget, chunks whose embedded text the model would truncate are cut further.
+
+Chunk ids hash the document id, the document's content hash, the chunking config hash and the
+position, so re-chunking the same bytes with the same config gives the same ids and every write
+is an upsert.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from ragcycle.settings import ChunkingSettings
+from tasks.chunking.context import TokenBudget, embedded_text, heading_paths
 from tasks.loading import Document, LoadFailure
 from tasks.text import sentence_breaks
 
@@ -54,7 +59,15 @@ class Chunk:
     page_start: int
     page_end: int
     section: str
-    content_hash: str
+    content_hash: str  # of the embedded text: the embedding cache's key
+    heading_path: str = ""
+    embed_text: str | None = None  # None: the text itself
+    tokens: int = 0  # of the embedded text, in the model's tokenizer; 0 when not measured
+
+    @property
+    def indexed_text(self) -> str:
+        """What the embedding model and BM25 read."""
+        return self.text if self.embed_text is None else self.embed_text
 
 
 def chunk_id(doc_id: str, doc_hash: str, config_hash: str, index: int) -> str:
@@ -185,18 +198,46 @@ def _strip_span(text: str, start: int, end: int) -> tuple[int, int]:
     return start, end
 
 
-def _sections(text: str) -> tuple[list[int], list[str]]:
-    """Start offsets and titles of the Markdown headings in ``text``, in order."""
+def _sections(text: str) -> tuple[list[int], list[str], list[int]]:
+    """Start offsets, titles and levels of the Markdown headings in ``text``, in order."""
     starts: list[int] = []
     titles: list[str] = []
+    levels: list[int] = []
     for match in _HEADING_LINE.finditer(text):
         starts.append(match.start())
         titles.append(match.group(2).strip()[:200])
-    return starts, titles
+        levels.append(len(match.group(1)))
+    return starts, titles, levels
 
 
-def chunk_document(document: Document, settings: ChunkingSettings) -> list[Chunk]:
-    """Cut one document into chunks according to ``settings``."""
+_Span = tuple[int, int]
+
+
+def _fit(
+    text: str, spans: list[_Span], model_text: Callable[[_Span], str], budget: TokenBudget
+) -> list[_Span]:
+    """Cut spans whose embedded text exceeds the budget at their coarsest boundaries, shrinking
+    the size in proportion to the overshoot, until every piece fits (or is one character)."""
+    counts = budget.count([model_text(span) for span in spans])
+    fitted: list[_Span] = []
+    for span, tokens in zip(spans, counts, strict=True):
+        length = span[1] - span[0]
+        if tokens <= budget.limit or length <= 1:
+            fitted.append(span)
+            continue
+        size = max(1, min(length - 1, length * budget.limit * 9 // (tokens * 10)))
+        pieces = [
+            _strip_span(text, *piece)
+            for piece in _merge_recursive(text, split_spans(text, size, *span), size, 0)
+        ]
+        fitted.extend(_fit(text, [p for p in pieces if p[0] < p[1]], model_text, budget))
+    return fitted
+
+
+def chunk_document(
+    document: Document, settings: ChunkingSettings, budget: TokenBudget | None = None
+) -> list[Chunk]:
+    """Cut one document into chunks according to ``settings``, each fitting ``budget``."""
     page_starts: list[int] = []
     parts: list[str] = []
     offset = 0
@@ -214,16 +255,30 @@ def chunk_document(document: Document, settings: ChunkingSettings) -> list[Chunk
         raw = _merge_recursive(
             text, split_spans(text, settings.size), settings.size, settings.overlap
         )
-    section_starts, section_titles = _sections(text)
+    section_starts, section_titles, levels = _sections(text)
+    paths = heading_paths(levels, section_titles) if settings.heading_context else []
+    markup = document.format in {"markdown", "html"}
+
+    def heading_at(start: int) -> int:
+        return bisect.bisect_right(section_starts, start) - 1
+
+    def model_text(span: _Span) -> str:
+        heading = heading_at(span[0])
+        path = paths[heading] if paths and heading >= 0 else ""
+        return embedded_text(text[span[0] : span[1]], path, markup)
+
+    spans = [span for span in (_strip_span(text, s, e) for s, e in raw) if span[0] < span[1]]
+    if budget is not None and settings.fit_tokens and settings.strategy != "whole":
+        spans = _fit(text, spans, model_text, budget)
+    embedded = [model_text(span) for span in spans]
+    tokens = budget.count(embedded) if budget is not None else [0] * len(spans)
     config_hash = settings.config_hash()
     chunks: list[Chunk] = []
-    for start, end in (_strip_span(text, s, e) for s, e in raw):
-        if start >= end:
-            continue
+    for (start, end), indexed, count in zip(spans, embedded, tokens, strict=True):
         body = text[start:end]
         first_page = page_numbers[bisect.bisect_right(page_starts, start) - 1]
         last_page = page_numbers[bisect.bisect_right(page_starts, end - 1) - 1]
-        heading = bisect.bisect_right(section_starts, start) - 1
+        heading = heading_at(start)
         index = len(chunks)
         chunks.append(
             Chunk(
@@ -236,7 +291,10 @@ def chunk_document(document: Document, settings: ChunkingSettings) -> list[Chunk
                 page_start=first_page,
                 page_end=last_page,
                 section=section_titles[heading] if heading >= 0 else "",
-                content_hash=text_hash(body),
+                content_hash=text_hash(indexed),
+                heading_path=paths[heading] if paths and heading >= 0 else "",
+                embed_text=None if indexed == body else indexed,
+                tokens=count,
             )
         )
     return chunks
@@ -255,7 +313,10 @@ def chunk_documents(
 
 
 def chunk_within_limit(
-    documents: Sequence[Document], settings: ChunkingSettings, max_chunks: int
+    documents: Sequence[Document],
+    settings: ChunkingSettings,
+    max_chunks: int,
+    budget: TokenBudget | None = None,
 ) -> tuple[list[Document], dict[str, list[Chunk]], list[LoadFailure]]:
     """Chunk ``documents``, skipping any that would exceed ``max_chunks`` chunks.
 
@@ -271,7 +332,7 @@ def chunk_within_limit(
     for document in documents:
         estimate = 1 if settings.strategy == "whole" else -(-document.char_count // step)
         if estimate <= max_chunks:
-            cut = chunk_document(document, settings)
+            cut = chunk_document(document, settings, budget)
             if len(cut) <= max_chunks:
                 kept.append(document)
                 chunks[document.doc_id] = cut
