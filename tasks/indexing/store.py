@@ -346,12 +346,12 @@ class ChromaIndex:
         """Top-``k`` hits for each row of ``vectors``, in as few round trips as Chroma allows."""
         # Chroma's embedded store binds queries x k SQL variables at once, and SQLite refuses
         # more than 32,766: 1,187 queries at k=50 failed with "too many SQL variables".
-        rows = max(1, _MAX_RESULTS_PER_CALL // max(1, k))
-        if len(vectors) > rows:
+        per_call = max(1, _MAX_RESULTS_PER_CALL // max(1, k))
+        if len(vectors) > per_call:
             return [
                 hits
-                for start in range(0, len(vectors), rows)
-                for hits in self.query_many(vectors[start : start + rows], k, where)
+                for start in range(0, len(vectors), per_call)
+                for hits in self.query_many(vectors[start : start + per_call], k, where)
             ]
         if len(vectors) == 0:
             return []
