@@ -60,7 +60,9 @@ def benchmark_beir(request: BeirRequest) -> dict[str, Any]:
     configure_environment(settings)
     mlflow_client(settings.mlflow_tracking_uri)
     name = folder.name
-    index = open_index(settings, f"beir-{name}-{settings.chunking.config_hash()}")
+    backend = settings.embedding.backend
+    suffix = "" if backend == "torch" else f"-{backend}"  # other vectors, another collection
+    index = open_index(settings, f"beir-{name}-{settings.chunking.config_hash()}{suffix}")
     embedder = embedder_from_settings(settings)
     cache = EmbeddingCache(settings.embedding_cache_path)
     chunking_hash = settings.chunking.config_hash()
@@ -111,6 +113,7 @@ def benchmark_beir(request: BeirRequest) -> dict[str, Any]:
         "k": request.k,
         "hnsw": settings.chroma.hnsw.model_dump_json(),
         "retrieval_mode": plan.mode,
+        "embedding_backend": backend,
     }
     report = {
         "metrics": metrics,

@@ -101,16 +101,28 @@ class RetrievalSettings(BaseModel):
     mode: Literal["dense", "lexical", "hybrid"] = Field(
         "dense",
         description="dense: embedding similarity; lexical: BM25 over the chunk text; hybrid:"
-        " both, fused by reciprocal rank",
+        " both, fused (retrieval.fusion)",
+    )
+    fusion: Literal["convex", "rrf"] = Field(
+        "convex",
+        description="hybrid: convex (weighted sum of min-max normalized scores) or rrf"
+        " (reciprocal rank fusion)",
     )
     candidates: int = Field(
         50, ge=1, description="hybrid: chunks each retriever ranks before fusion"
     )
     rrf_k: int = Field(
-        60, ge=1, description="hybrid: reciprocal rank fusion constant (1 / (rrf_k + rank))"
+        60, ge=1, description="hybrid, rrf: the fusion constant (1 / (rrf_k + rank))"
     )
     dense_weight: float = Field(1.0, ge=0, description="hybrid: weight of the dense ranking")
     lexical_weight: float = Field(1.0, ge=0, description="hybrid: weight of the BM25 ranking")
+
+    @model_validator(mode="after")
+    def _some_weight(self) -> RetrievalSettings:
+        if self.dense_weight + self.lexical_weight <= 0:
+            raise ValueError("retrieval.dense_weight and lexical_weight cannot both be 0")
+        return self
+
     lexical_language: str = Field(
         "english",
         description='BM25 stemmer and stopwords (a Snowball language, or "none"); changing it'

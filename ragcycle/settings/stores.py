@@ -75,7 +75,17 @@ class EmbeddingSettings(BaseModel):
     model_name: str = Field(
         "all-MiniLM-L6-v2", description="name recorded with vectors and runs; part of cache keys"
     )
+    backend: Literal["torch", "onnx", "onnx-int8"] = Field(
+        "torch",
+        description="torch: sentence-transformers; onnx: the model exported to ONNX Runtime"
+        " (once, cached by model hash); onnx-int8: the same with int8 weights (faster, vectors"
+        " differ slightly: a change of backend is a new index version)",
+    )
     batch_size: int = Field(32, ge=1, description="texts per encode call")
+    sort_by_length: bool = Field(
+        True, description="batch texts of similar length together (less padding)"
+    )
+    threads: int = Field(0, ge=0, description="onnx: CPU threads (0: onnxruntime decides)")
     device: str = Field("cpu", description="torch device")
     normalize: bool = True
     cache: bool = Field(True, description="reuse embeddings of unchanged text across runs")

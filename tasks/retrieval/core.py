@@ -5,7 +5,7 @@ names the files that answer a question, not the chunks. A document ranks at its 
 few extra chunks are fetched (``fetch_multiplier``) to fill ``k`` distinct documents.
 
 A :class:`SearchPlan` says how chunks are ranked: by embedding similarity (``dense``), by BM25
-(``lexical``), or both fused by reciprocal rank (``hybrid``), optionally reordered by a
+(``lexical``), or both fused (``hybrid``: convex or RRF), optionally reordered by a
 cross-encoder. Whatever ranks them, a hit's ``score`` stays the cosine similarity of chunk and
 question, because that is what ``generation.min_score`` and the guardrails read.
 """
@@ -26,7 +26,7 @@ from ragcycle.settings import Settings
 from tasks.embedding import TextEmbedder
 from tasks.indexing.lexical import LexicalIndex, open_lexical
 from tasks.indexing.store import Hit, StoredChunk, VectorIndex
-from tasks.retrieval.fusion import reciprocal_rank_fusion
+from tasks.retrieval.fusion import convex_fusion, reciprocal_rank_fusion
 from tasks.retrieval.rerank import Reranker, load_reranker
 
 __all__ = [
@@ -89,6 +89,7 @@ class SearchPlan:
 
     mode: str = "dense"
     lexical: LexicalIndex | None = None
+    fusion: str = "convex"
     candidates: int = 50
     rrf_k: int = 60
     dense_weight: float = 1.0
@@ -112,9 +113,13 @@ def search_plan(settings: Settings, index: VectorIndex, mode: str | None = None)
     reranker = None
     if config.reranker_path is not None:
         reranker = load_reranker(str(config.reranker_path), settings.embedding.device)
+        logger.info("Reranking the top %d chunks with %s", config.rerank_top_n, reranker.path)
+    else:
+        logger.info("No reranker (retrieval.reranker_path is not set): the %s order is final", mode)
     return SearchPlan(
         mode=mode,
         lexical=open_lexical(settings, index) if mode != "dense" else None,
+        fusion=config.fusion,
         candidates=config.candidates,
         rrf_k=config.rrf_k,
         dense_weight=config.dense_weight,
@@ -230,16 +235,16 @@ def _combine(
         hits = dense
     else:
         assert plan.lexical is not None  # checked by SearchPlan
-        lexical = [key for key, _ in plan.lexical.search(question, max(fetch, plan.candidates))]
+        lexical = plan.lexical.search(question, max(fetch, plan.candidates))
+        weights = [plan.dense_weight, plan.lexical_weight]
         if plan.mode == "lexical":
-            order = lexical
+            order = [key for key, _ in lexical]
+        elif plan.fusion == "rrf":
+            ranked = [[hit.chunk_id for hit in dense], [key for key, _ in lexical]]
+            order = [key for key, _ in reciprocal_rank_fusion(ranked, weights, plan.rrf_k)]
         else:
-            fused = reciprocal_rank_fusion(
-                [[hit.chunk_id for hit in dense], lexical],
-                [plan.dense_weight, plan.lexical_weight],
-                plan.rrf_k,
-            )
-            order = [key for key, _ in fused]
+            scored = [[(hit.chunk_id, hit.score) for hit in dense], lexical]
+            order = [key for key, _ in convex_fusion(scored, weights)]
         known = {hit.chunk_id: hit for hit in dense}
         depth = max(fetch, plan.rerank_top_n) if plan.reranker is not None else fetch
         wanted = order[: depth * 2]  # room for chunks ``where`` filters out or Chroma lost

@@ -37,7 +37,7 @@ __all__ = [
 # of speed (batch sizes, threads), of connections (URLs, keys, timeouts) and of the embedding
 # cache, which change nothing a question's answer depends on.
 _SERVING_FIELDS: Mapping[str, tuple[str, ...] | None] = {
-    "embedding": ("model_name", "model_path"),
+    "embedding": ("model_name", "model_path", "backend"),
     "chunking": None,
     "ingest": ("extensions",),
     "retrieval": None,

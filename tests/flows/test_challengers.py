@@ -70,7 +70,7 @@ def test_monitor_drop_reindex_promotes_a_challenger_then_rollback(tmp_path: Path
     overrides: dict[str, Any] = {
         "data_dir": str(data),
         "progress": False,
-        "chunking": {"strategy": "fixed", "size": 4000, "overlap": 0},
+        "chunking": {"strategy": "fixed", "size": 4000, "overlap": 0, "fit_tokens": False},
         "retrieval": {"k": 2},
         "evaluation": {"mlflow_genai": False, "bootstrap_samples": 500},
         "lifecycle": {

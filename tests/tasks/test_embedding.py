@@ -4,6 +4,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 
 from tasks.embedding import EmbeddingCache, embed_with_cache, load_sentence_transformer
 from tests.fakes import HashEmbedder
@@ -74,3 +75,78 @@ def test_progress_counts_every_row_once(tmp_path: Path) -> None:
     )
     assert fresh == 1 and vectors.shape == (4, 16)
     assert sum(progress) == 4
+
+
+# --- length-ordered batches and the ONNX backend -----------------------------------------
+
+
+def test_batches_are_length_sorted_and_rows_come_back_in_order() -> None:
+    from tasks.embedding import embed_in_length_order
+
+    seen: list[list[str]] = []
+
+    def encode(batch: list[str]) -> np.ndarray:
+        seen.append(batch)
+        return np.asarray([[float(len(text))] for text in batch], dtype=np.float32)
+
+    texts = ["aaa", "a", "aaaaa", "aa", "aaaa"]
+    rows = embed_in_length_order(texts, encode, 2, True)
+    assert seen == [["aaaaa", "aaaa"], ["aaa", "aa"], ["a"]]
+    assert rows[:, 0].tolist() == [3.0, 1.0, 5.0, 2.0, 4.0]
+    seen.clear()
+    embed_in_length_order(texts, encode, 2, False)
+    assert seen == [["aaa", "a"], ["aaaaa", "aa"], ["aaaa"]]
+
+
+SAMPLE_TEXTS = [
+    "How do I declare a path parameter?",
+    "Retrieval-augmented generation grounds a model in documents it retrieves first.",
+    "x",
+    "The Digital Millennium Copyright Act was signed into law on October 28, 1998. " * 6,
+    "Chunks longer than the model reads are cut at headings, paragraphs and sentences.",
+]
+
+
+@pytest.fixture(scope="module")
+def onnx_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("onnx-cache")
+
+
+def onnx_embedder(cache: Path, int8: bool) -> Any:
+    from ragcycle.settings import load_settings
+    from tasks.embedding import OnnxEmbedder, model_max_tokens
+
+    path = load_settings(config_file=None).embedding_model_path()
+    return OnnxEmbedder(path, cache, model_id="m", int8=int8, limit=model_max_tokens(path))
+
+
+def test_onnx_vectors_match_the_pytorch_ones(embedder: Any, onnx_cache: Path) -> None:
+    reference = embedder.embed(SAMPLE_TEXTS)
+    fp32 = onnx_embedder(onnx_cache, int8=False).embed(SAMPLE_TEXTS)
+    assert fp32.shape == reference.shape == (5, 384)
+    assert np.allclose(np.linalg.norm(fp32, axis=1), 1.0, atol=1e-5)
+    assert (fp32 * reference).sum(axis=1).min() >= 0.999
+    int8 = onnx_embedder(onnx_cache, int8=True).embed(SAMPLE_TEXTS)
+    agreement = (int8 * reference).sum(axis=1)
+    assert agreement.min() >= 0.95 and agreement.mean() >= 0.98  # nDCG: bench/embed.py
+
+
+def test_the_export_is_made_once_and_keyed_by_the_model_files(
+    onnx_cache: Path, tmp_path: Path
+) -> None:
+    import shutil
+
+    from ragcycle.settings import load_settings
+    from tasks.embedding.onnx_backend import export_onnx, model_digest
+
+    path = load_settings(config_file=None).embedding_model_path()
+    first = export_onnx(path, onnx_cache, int8=False)
+    stamp = first.stat().st_mtime_ns
+    assert export_onnx(path, onnx_cache, int8=False) == first
+    assert first.stat().st_mtime_ns == stamp  # cached, not exported again
+    assert not list(first.parent.glob(".model-*"))  # no staging files left behind
+    copy = tmp_path / "model"
+    shutil.copytree(path, copy)
+    assert model_digest(copy) == model_digest(path)
+    (copy / "config.json").write_text((copy / "config.json").read_text() + "\n")
+    assert model_digest(copy) != model_digest(path)

@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -23,7 +24,7 @@ from tasks.indexing.lexical import (
 )
 from tasks.indexing.store import ChromaIndex, open_index
 from tasks.retrieval import SearchPlan, retrieve, search_plan
-from tasks.retrieval.fusion import reciprocal_rank_fusion
+from tasks.retrieval.fusion import convex_fusion, reciprocal_rank_fusion
 from tests.conftest import REPO
 from tests.fakes import HashEmbedder
 
@@ -47,6 +48,22 @@ def test_rrf_with_a_zero_weight_keeps_the_other_ranking() -> None:
     fused = reciprocal_rank_fusion([["x", "y"], ["y", "z"]], [1.0, 0.0], k=60)
     assert [key for key, _ in fused][:2] == ["x", "y"]
     assert dict(fused)["z"] == 0.0
+
+
+def test_convex_fusion_sums_min_max_normalized_scores() -> None:
+    dense = [("a", 0.9), ("b", 0.7), ("c", 0.5)]  # normalized: a 1, b 0.5, c 0
+    lexical = [("c", 12.0), ("d", 4.0)]  # normalized: c 1, d 0
+    fused = dict(convex_fusion([dense, lexical], [1.0, 1.0]))
+    assert fused == pytest.approx({"a": 0.5, "b": 0.25, "c": 0.5, "d": 0.0})
+    assert [key for key, _ in convex_fusion([dense, lexical], [1.0, 1.0])] == ["a", "c", "b", "d"]
+    weighted = dict(convex_fusion([dense, lexical], [1.0, 3.0]))
+    assert weighted["c"] == pytest.approx(0.75) and weighted["a"] == pytest.approx(0.25)
+
+
+def test_convex_fusion_of_a_single_candidate_and_of_no_weight() -> None:
+    assert convex_fusion([[("only", 0.3)], []], [1.0, 1.0]) == [("only", 0.5)]
+    with pytest.raises(ValueError, match="must not all be 0"):
+        convex_fusion([[("a", 1.0)]], [0.0])
 
 
 def test_rrf_rejects_mismatched_weights() -> None:
@@ -220,3 +237,79 @@ def test_many_queries_at_a_deep_k_are_answered_in_slices(chroma: ChromaIndex) ->
     assert [hit.chunk_id for hit in rows[699]] == [
         hit.chunk_id for hit in chroma.query(vectors[699], 50)
     ]
+
+
+@pytest.fixture(scope="module")
+def cross_encoder_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real cross-encoder folder: the bundled MiniLM with a seeded scoring head (no registry
+    package bundles trained cross-encoder weights; this exercises loading and reordering)."""
+    import torch
+    from sentence_transformers import CrossEncoder
+
+    from ragcycle.settings import load_settings
+
+    torch.manual_seed(0)
+    model = CrossEncoder(
+        str(load_settings(config_file=None).embedding_model_path()),
+        num_labels=1,
+        local_files_only=True,
+    )
+    folder = tmp_path_factory.mktemp("cross-encoder")
+    model.save(str(folder))
+    return folder
+
+
+def test_a_configured_cross_encoder_reorders_the_fused_top(
+    settings: Settings, chroma: ChromaIndex, cross_encoder_path: Path, embedder: Any
+) -> None:
+    from sentence_transformers import CrossEncoder
+
+    texts = {
+        f"c{i}": f"Passage {i} about path parameters and routing number {i}." for i in range(8)
+    }
+    chroma.upsert(
+        list(texts),
+        embedder.embed(list(texts.values())),
+        list(texts.values()),
+        [{"doc_id": key} for key in texts],
+    )
+    question = "path parameters"
+    configured = settings.with_overrides(
+        {"retrieval": {"reranker_path": str(cross_encoder_path), "rerank_top_n": 8}}
+    )
+    plan = search_plan(configured, chroma, "hybrid")
+    assert plan.reranker is not None
+    reranked = retrieve(question, chroma, embedder, 8, plan=plan).hits
+    scores = CrossEncoder(str(cross_encoder_path), local_files_only=True).predict(
+        [(question, text) for text in texts.values()]
+    )
+    by_score = [key for _, key in sorted(zip(-scores, texts, strict=True))]
+    assert [hit.chunk_id for hit in reranked] == by_score
+    fused = retrieve(question, chroma, embedder, 8, plan=search_plan(settings, chroma, "hybrid"))
+    assert [hit.chunk_id for hit in fused.hits] != by_score  # the reranker changed the order
+
+
+def test_a_reranker_path_without_a_model_names_the_setting(
+    settings: Settings, chroma: ChromaIndex, tmp_path: Path
+) -> None:
+    from ragcycle.errors import ConfigError
+
+    bad = settings.with_overrides({"retrieval": {"reranker_path": str(tmp_path)}})
+    with pytest.raises(ConfigError, match=r"retrieval\.reranker_path"):
+        search_plan(bad, chroma)
+
+
+def test_retrieval_mode_is_served_config_but_not_index_config(settings: Settings) -> None:
+    """A hybrid challenger is evaluated on the live collection (query time only), while another
+    embedding backend writes other vectors and so builds its own."""
+    from tasks.challengers import share_key
+    from tasks.versions import serving_config
+
+    live = serving_config(settings)
+    hybrid = serving_config(settings.with_overrides({"retrieval": {"mode": "hybrid"}}))
+    int8 = serving_config(settings.with_overrides({"embedding": {"backend": "onnx-int8"}}))
+    assert live["retrieval"]["mode"] == "dense" and hybrid["retrieval"]["mode"] == "hybrid"
+    assert hybrid != live
+    assert share_key("corpus", hybrid) == share_key("corpus", live)
+    assert int8["embedding"]["backend"] == "onnx-int8"
+    assert share_key("corpus", int8) != share_key("corpus", live)

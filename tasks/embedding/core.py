@@ -21,7 +21,6 @@ import numpy as np
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from ragcycle.settings import Settings
 from tasks.chunking.context import TokenBudget
 
 if TYPE_CHECKING:
@@ -31,9 +30,10 @@ __all__ = [
     "EmbeddingCache",
     "SentenceTransformerEmbedder",
     "TextEmbedder",
+    "embed_in_length_order",
     "embed_with_cache",
-    "embedder_from_settings",
     "load_sentence_transformer",
+    "model_max_tokens",
     "token_budget",
 ]
 
@@ -50,6 +50,39 @@ class TextEmbedder(Protocol):
     def embed(
         self, texts: Sequence[str], *, on_progress: ProgressCallback | None = None
     ) -> np.ndarray: ...
+
+
+def embed_in_length_order(
+    texts: Sequence[str],
+    encode: Callable[[list[str]], np.ndarray],
+    batch_size: int,
+    sort_by_length: bool,
+    on_progress: ProgressCallback | None = None,
+) -> np.ndarray:
+    """Encode ``texts`` a batch at a time, longest first when ``sort_by_length``, and return
+    the rows in the order given.
+
+    A batch is padded to its longest text, so batches of similar lengths waste no work on
+    padding; sentence-transformers sorts only inside each ``encode`` call, and a call per batch
+    (for progress) would leave the padding of mixed batches in place.
+    """
+    if not texts:
+        return np.zeros((0, 0), dtype=np.float32)
+    order = (
+        np.argsort([-len(text) for text in texts], kind="stable")
+        if sort_by_length
+        else np.arange(len(texts))
+    )
+    parts: list[np.ndarray] = []
+    for offset in range(0, len(texts), batch_size):
+        rows = order[offset : offset + batch_size]
+        parts.append(encode([texts[row] for row in rows]))
+        if on_progress is not None:
+            on_progress(len(rows))
+    stacked = np.vstack(parts)
+    result = np.empty_like(stacked)
+    result[order] = stacked
+    return result
 
 
 @functools.lru_cache(maxsize=4)
@@ -80,6 +113,7 @@ class SentenceTransformerEmbedder:
         device: str = "cpu",
         batch_size: int = 32,
         normalize: bool = True,
+        sort_by_length: bool = True,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
@@ -88,6 +122,7 @@ class SentenceTransformerEmbedder:
         self.device = device
         self.batch_size = batch_size
         self.normalize = normalize
+        self.sort_by_length = sort_by_length
 
     @property
     def model(self) -> SentenceTransformer:
@@ -107,24 +142,28 @@ class SentenceTransformerEmbedder:
         self, texts: Sequence[str], *, on_progress: ProgressCallback | None = None
     ) -> np.ndarray:
         """Encode ``texts`` in batches, reporting each finished batch to ``on_progress``."""
-        if not texts:
-            return np.zeros((0, 0), dtype=np.float32)
-        model = self.model
-        parts: list[np.ndarray] = []
-        for offset in range(0, len(texts), self.batch_size):
-            batch = list(texts[offset : offset + self.batch_size])
-            with self.lock:
-                vectors = model.encode(
-                    batch,
-                    batch_size=self.batch_size,
-                    normalize_embeddings=self.normalize,
-                    convert_to_numpy=True,
-                    show_progress_bar=False,
-                )
-            parts.append(np.asarray(vectors, dtype=np.float32))
-            if on_progress is not None:
-                on_progress(len(batch))
-        return np.vstack(parts)
+        return embed_in_length_order(
+            texts, self._encode, self.batch_size, self.sort_by_length, on_progress
+        )
+
+    def _encode(self, batch: list[str]) -> np.ndarray:
+        with self.lock:
+            vectors = self.model.encode(
+                batch,
+                batch_size=self.batch_size,
+                normalize_embeddings=self.normalize,
+                convert_to_numpy=True,
+                show_progress_bar=False,
+            )
+        return np.asarray(vectors, dtype=np.float32)
+
+
+def model_max_tokens(folder: Path) -> int:
+    """How many tokens the model reads: sentence-transformers' ``max_seq_length``, else 512."""
+    config = folder / "sentence_bert_config.json"
+    if config.exists():
+        return int(json.loads(config.read_text()).get("max_seq_length") or 512)
+    return 512
 
 
 @functools.lru_cache(maxsize=4)
@@ -140,26 +179,12 @@ def token_budget(model_path: str) -> TokenBudget | None:
     tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
     tokenizer.no_truncation()
     tokenizer.no_padding()
-    limit = 512
-    config = folder / "sentence_bert_config.json"
-    if config.exists():
-        limit = int(json.loads(config.read_text()).get("max_seq_length") or limit)
+    limit = model_max_tokens(folder)
 
     def count(texts: Sequence[str]) -> list[int]:
         return [len(encoding.ids) for encoding in tokenizer.encode_batch(list(texts))]
 
     return TokenBudget(limit, count)
-
-
-def embedder_from_settings(settings: Settings) -> SentenceTransformerEmbedder:
-    config = settings.embedding
-    return SentenceTransformerEmbedder(
-        settings.embedding_model_path(),
-        model_id=config.model_name,
-        device=config.device,
-        batch_size=config.batch_size,
-        normalize=config.normalize,
-    )
 
 
 class EmbeddingCache:

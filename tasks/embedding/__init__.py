@@ -1,0 +1,73 @@
+"""Embedding: text becomes normalized vectors with a local model, on PyTorch or ONNX Runtime.
+
+- :mod:`~tasks.embedding.core`: the :class:`TextEmbedder` protocol, the sentence-transformers
+  (PyTorch) embedder, length-ordered batching, the model's token budget, the embedding cache.
+- :mod:`~tasks.embedding.onnx_backend`: the same model exported to ONNX (fp32 or int8 weights).
+"""
+
+from __future__ import annotations
+
+from ragcycle.settings import Settings
+from tasks.embedding.core import (
+    EmbeddingCache,
+    ProgressCallback,
+    SentenceTransformerEmbedder,
+    TextEmbedder,
+    embed_in_length_order,
+    embed_with_cache,
+    embed_with_cache_task,
+    load_sentence_transformer,
+    model_lock,
+    model_max_tokens,
+    token_budget,
+)
+from tasks.embedding.onnx_backend import OnnxEmbedder
+
+__all__ = [
+    "EmbeddingCache",
+    "OnnxEmbedder",
+    "ProgressCallback",
+    "SentenceTransformerEmbedder",
+    "TextEmbedder",
+    "cache_model_id",
+    "embed_in_length_order",
+    "embed_with_cache",
+    "embed_with_cache_task",
+    "embedder_from_settings",
+    "load_sentence_transformer",
+    "model_lock",
+    "model_max_tokens",
+    "token_budget",
+]
+
+
+def cache_model_id(model_name: str, backend: str) -> str:
+    """The id vectors are cached and recorded under: int8 and fp32 vectors differ slightly, so
+    each backend but the default has its own cache entries."""
+    return model_name if backend == "torch" else f"{model_name}+{backend}"
+
+
+def embedder_from_settings(settings: Settings) -> SentenceTransformerEmbedder | OnnxEmbedder:
+    """The configured backend's embedder over the configured (or bundled) model folder."""
+    config = settings.embedding
+    path = settings.embedding_model_path()
+    if config.backend == "torch":
+        return SentenceTransformerEmbedder(
+            path,
+            model_id=config.model_name,
+            device=config.device,
+            batch_size=config.batch_size,
+            normalize=config.normalize,
+            sort_by_length=config.sort_by_length,
+        )
+    return OnnxEmbedder(
+        path,
+        settings.cache_dir,
+        model_id=cache_model_id(config.model_name, config.backend),
+        int8=config.backend == "onnx-int8",
+        batch_size=config.batch_size,
+        normalize=config.normalize,
+        sort_by_length=config.sort_by_length,
+        threads=config.threads,
+        limit=model_max_tokens(path),
+    )
