@@ -4,7 +4,7 @@ the ingest flow's throughput with it, as multiples of today's PyTorch path, in o
     python bench/embed.py [--corpus DIR] [--limit N] [--sets xquad_en,scifact] [--json]
 
 Backends: ``torch-unsorted`` (the PyTorch path as ingestion ran it before batches were sorted by
-length: the baseline), ``torch``, ``onnx`` and ``onnx-int8`` (both sorted). For each: raw
+length: the baseline), ``torch``, ``torch-bf16``, ``onnx`` and ``onnx-int8`` (all sorted). For each: raw
 chunks/s of ``embedder.embed`` over the corpus's chunks (model warm, cache off), nDCG@10 of
 ``ragcycle benchmark beir`` on each set, and the ingest flow's chunks/s on the corpus (fresh
 data dir, embedding cache off; load, chunk, scan, embed and write all counted) with its share
@@ -26,6 +26,7 @@ from common import REPO, corpus_parser
 BACKENDS: dict[str, dict[str, Any]] = {
     "torch-unsorted": {"backend": "torch", "sort_by_length": False},
     "torch": {"backend": "torch", "sort_by_length": True},
+    "torch-bf16": {"backend": "torch-bf16", "sort_by_length": True},
     "onnx": {"backend": "onnx", "sort_by_length": True},
     "onnx-int8": {"backend": "onnx-int8", "sort_by_length": True},
 }

@@ -177,6 +177,14 @@ def ingest_partition_task(
             cache.close()
 
 
+def partition_size(files: int, settings: Settings) -> int:
+    """Files per partition: ``ingest.batch_documents`` at most, and small enough that every
+    worker gets two partitions, so one loads and scans while another embeds (a corpus of 12
+    files in one partition of 16 ran its stages strictly one after another)."""
+    workers = settings.prefect.max_workers
+    return max(1, min(settings.ingest.batch_documents, -(-files // (2 * workers))))
+
+
 def collection_exists(settings: Settings, name: str) -> bool:
     """Whether Chroma already holds ``name`` (an index from before versions were recorded)."""
     from tasks.indexing.store import open_chroma_client
@@ -250,7 +258,7 @@ def _ingest(request: IngestRequest, settings: Settings) -> dict[str, Any]:
         len(plan.removed),
     )
 
-    partitions = partition_plan(plan.to_load, states, settings.ingest.batch_documents)
+    partitions = partition_plan(plan.to_load, states, partition_size(len(plan.to_load), settings))
     changed_ids = {source.doc_id for source in plan.changed}
     runner = task_runner_from_settings(settings)
     in_process = isinstance(runner, ThreadPoolTaskRunner)

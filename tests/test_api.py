@@ -144,6 +144,10 @@ def test_clear_client_errors(client: TestClient) -> None:
     assert wrong.status_code == 401 and "X-API-Key" in wrong.json()["detail"]
     assert ask(client, "").status_code == 422
     assert ask(client, "fine", k=0).status_code == 422
+    unknown_mode = ask(client, "fine", retrieval="semantic")
+    assert unknown_mode.status_code == 422 and "retrieval" in unknown_mode.text
+    lexical = ask(client, "When do background tasks run?", retrieval="lexical", k=1)
+    assert lexical.status_code == 200 and lexical.json()["sources"][0]["source"] == "tasks.md"
     too_big = ask(client, "q" * 5000)
     assert too_big.status_code == 413 and "api.max_body_bytes" in too_big.json()["detail"]
     unknown = client.post(

@@ -66,6 +66,10 @@ def test_every_json_command_prints_strict_json(sample_corpus: Path, tmp_path: Pa
     assert run("ingest")["collection"] == "ragcycle__v1"
     asked = run("ask", "How do I enable CORS?")
     assert asked["sources"] and asked["query_id"] >= 1
+    lexical = run("ask", "How do I enable CORS?", "--retrieval", "lexical")
+    assert lexical["sources"][0]["source"] == "fastapi-cors.md"
+    hybrid_eval = run("eval", str(GOLDEN), "--retrieval", "hybrid")
+    assert hybrid_eval["questions"] == 17
     assert asked["trace_id"].startswith("tr-") and asked["cost_usd"] >= 0
     audited = run("audit", str(asked["query_id"]))
     assert audited["question"] == "How do I enable CORS?" and audited["index_version"] == 1

@@ -75,11 +75,12 @@ class EmbeddingSettings(BaseModel):
     model_name: str = Field(
         "all-MiniLM-L6-v2", description="name recorded with vectors and runs; part of cache keys"
     )
-    backend: Literal["torch", "onnx", "onnx-int8"] = Field(
+    backend: Literal["torch", "torch-bf16", "onnx", "onnx-int8"] = Field(
         "torch",
-        description="torch: sentence-transformers; onnx: the model exported to ONNX Runtime"
-        " (once, cached by model hash); onnx-int8: the same with int8 weights (faster, vectors"
-        " differ slightly: a change of backend is a new index version)",
+        description="torch: sentence-transformers in float32; torch-bf16: in bfloat16 (fast"
+        " only on CPUs with AMX or AVX512-BF16); onnx: the model exported to ONNX Runtime"
+        " (once, cached by model hash); onnx-int8: the same with int8 weights. Vectors differ"
+        " slightly between backends: a change of backend is a new index version",
     )
     batch_size: int = Field(32, ge=1, description="texts per encode call")
     sort_by_length: bool = Field(

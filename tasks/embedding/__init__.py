@@ -51,10 +51,11 @@ def embedder_from_settings(settings: Settings) -> SentenceTransformerEmbedder | 
     """The configured backend's embedder over the configured (or bundled) model folder."""
     config = settings.embedding
     path = settings.embedding_model_path()
-    if config.backend == "torch":
+    if config.backend in {"torch", "torch-bf16"}:
         return SentenceTransformerEmbedder(
             path,
-            model_id=config.model_name,
+            model_id=cache_model_id(config.model_name, config.backend),
+            dtype="bfloat16" if config.backend == "torch-bf16" else "float32",
             device=config.device,
             batch_size=config.batch_size,
             normalize=config.normalize,

@@ -166,6 +166,14 @@ def _session(onnx_file: str, threads: int) -> Any:
 
 
 @functools.lru_cache(maxsize=4)
+def _run_lock(onnx_file: str) -> threading.Lock:
+    """One model run at a time per process: a run already uses every core, and partitions on
+    other threads meanwhile load, chunk and scan (the run releases the GIL), which is how
+    parsing overlaps embedding."""
+    return threading.Lock()
+
+
+@functools.lru_cache(maxsize=4)
 def _tokenizer(model_path: str, limit: int) -> Any:
     from tokenizers import Tokenizer
 
@@ -203,12 +211,13 @@ class OnnxEmbedder:
         self.normalize = normalize or declared
         self._lock = threading.Lock()
         self._session: Any = None
+        self._onnx_file: Path | None = None
 
     def _ready(self) -> Any:
         with self._lock:
             if self._session is None:
-                onnx_file = export_onnx(self.model_path, self.cache_dir, int8=self.int8)
-                self._session = _session(str(onnx_file), self.threads)
+                self._onnx_file = export_onnx(self.model_path, self.cache_dir, int8=self.int8)
+                self._session = _session(str(self._onnx_file), self.threads)
             return self._session
 
     def embed(
@@ -228,10 +237,11 @@ class OnnxEmbedder:
         ids = np.asarray([e.ids for e in encodings], dtype=np.int64)
         mask = np.asarray([e.attention_mask for e in encodings], dtype=np.int64)
         types = np.asarray([e.type_ids for e in encodings], dtype=np.int64)
-        hidden = session.run(
-            ["last_hidden_state"],
-            {"input_ids": ids, "attention_mask": mask, "token_type_ids": types},
-        )[0]
+        with _run_lock(str(self._onnx_file)):
+            hidden = session.run(
+                ["last_hidden_state"],
+                {"input_ids": ids, "attention_mask": mask, "token_type_ids": types},
+            )[0]
         if self.pooling == "cls":
             vectors = hidden[:, 0, :]
         else:

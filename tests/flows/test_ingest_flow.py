@@ -229,3 +229,13 @@ def test_chunks_are_scanned_at_ingest(tmp_path: Path, embedder: Any, policy: str
         assert by_doc["notes.md"]["flagged"] is True and by_doc["plain.md"]["flagged"] is False
     else:
         assert report["quarantined"] == 2 and set(by_doc) == {"plain.md"}
+
+
+def test_partitions_are_small_enough_for_every_worker_to_get_two() -> None:
+    from flows.ingest import partition_size
+
+    two_workers = make_settings(Path("/tmp/unused"))  # max_workers 2, batch_documents 16
+    assert partition_size(12, two_workers) == 3  # 4 partitions for 2 workers
+    assert partition_size(500, two_workers) == 16  # never over ingest.batch_documents
+    assert partition_size(1, two_workers) == 1
+    assert partition_size(0, two_workers) == 1

@@ -150,3 +150,16 @@ def test_the_export_is_made_once_and_keyed_by_the_model_files(
     assert model_digest(copy) == model_digest(path)
     (copy / "config.json").write_text((copy / "config.json").read_text() + "\n")
     assert model_digest(copy) != model_digest(path)
+
+
+def test_bfloat16_vectors_match_the_float32_ones(embedder: Any) -> None:
+    from ragcycle.settings import load_settings
+    from tasks.embedding import embedder_from_settings
+
+    settings = load_settings(config_file=None, embedding={"backend": "torch-bf16"})
+    bf16 = embedder_from_settings(settings)
+    assert bf16.model_id == "all-MiniLM-L6-v2+torch-bf16"  # its own cache entries
+    vectors = bf16.embed(SAMPLE_TEXTS)
+    assert vectors.dtype == np.float32
+    assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    assert (vectors * embedder.embed(SAMPLE_TEXTS)).sum(axis=1).min() >= 0.99
