@@ -21,7 +21,7 @@ from filelock import FileLock, Timeout
 
 from ragcycle.errors import BusyError
 
-__all__ = ["writer_lock"]
+__all__ = ["pid_alive", "writer_lock"]
 
 
 @contextmanager
@@ -59,3 +59,16 @@ def _busy_message(holder: Path, data_dir: Path, waited: float) -> str:
         who = "another writer is running"
     waited_for = f" after waiting {waited:g} s" if waited > 0 else ""
     return f"{who} on {data_dir}{waited_for}; set writer_wait_seconds to wait for it"
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process of this machine is still running (another user's counts as alive)."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -35,6 +35,7 @@ from prefect.cache_policies import NO_CACHE
 from ragcycle.settings import Settings
 from tasks.chunking.context import embedded_text
 from tasks.indexing.store import VectorIndex, open_chroma_client
+from tasks.locking import pid_alive
 
 __all__ = [
     "LexicalIndex",
@@ -250,16 +251,6 @@ def _write_snapshot(
     return final
 
 
-def _process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _drop_other_snapshots(root: Path, keep: Path) -> None:
     """Remove replaced snapshots, and staging folders of syncs that died (a live one's stays)."""
     for entry in root.iterdir():
@@ -267,7 +258,7 @@ def _drop_other_snapshots(root: Path, keep: Path) -> None:
             continue
         if entry.name.startswith(".staging-"):
             pid = entry.name.split("-")[1]
-            if pid.isdigit() and _process_alive(int(pid)):
+            if pid.isdigit() and pid_alive(int(pid)):
                 continue
         shutil.rmtree(entry, ignore_errors=True)
 

@@ -22,6 +22,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from ragcycle.errors import ConfigError, RegistryError
+from tasks.locking import pid_alive
 
 __all__ = [
     "IndexVersion",
@@ -273,7 +274,7 @@ class VersionRegistry:
         if time.time() - started > timeout_seconds:
             return False
         if version.tags.get("host") == socket.gethostname():
-            return _pid_alive(int(version.tags.get("pid", "0") or 0))
+            return pid_alive(int(version.tags.get("pid", "0") or 0))
         return True
 
     def expired(self, keep: int) -> list[IndexVersion]:
@@ -342,18 +343,6 @@ def _why(exc: Exception) -> str:
             return reason
     lines = text.strip().splitlines()
     return (lines[0] if lines else type(exc).__name__)[:200]
-
-
-def _pid_alive(pid: int) -> bool:
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def pending_build(
