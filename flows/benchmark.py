@@ -145,4 +145,6 @@ def benchmark_beir(request: BeirRequest) -> dict[str, Any]:
         "queries": len(query_ids),
         "docs": len(documents),
         "seconds": round(seconds, 2),
+        "retrieval_mode": plan.mode,
+        "embedding_backend": backend,
     }

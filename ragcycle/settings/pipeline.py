@@ -109,7 +109,7 @@ class RetrievalSettings(BaseModel):
         " (reciprocal rank fusion)",
     )
     candidates: int = Field(
-        50, ge=1, description="hybrid: chunks each retriever ranks before fusion"
+        100, ge=1, description="hybrid: chunks each retriever ranks before fusion"
     )
     rrf_k: int = Field(
         60, ge=1, description="hybrid, rrf: the fusion constant (1 / (rrf_k + rank))"
