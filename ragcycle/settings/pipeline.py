@@ -157,8 +157,12 @@ class GenerationSettings(BaseModel):
     prompt_version: str | None = Field(
         None, description='version number or alias; default: alias "production", else latest'
     )
+    # Calibrated on three golden sets after chunks were cut to the model's 256 tokens: the best
+    # chunk of every answerable question scored >= 0.419 (82 questions), of every unanswerable
+    # one <= 0.323 (a "how many" question against a short table of numbers); 0.3 let that one
+    # through.
     min_score: float = Field(
-        0.3, description="best retrieval score below which the answer is 'I don't know'"
+        0.35, description="best retrieval score below which the answer is 'I don't know'"
     )
     local_model: str = Field(
         "smollm2-135m", description="local: catalogue model (`ragcycle models list`)"

@@ -50,6 +50,7 @@ def test_ingest_reports_and_is_idempotent(
         assert fragment in failed[doc_id]
     index = live_index(make_settings(data))
     assert first["chunks"]["written"] == first["chunks"]["total"] == index.count()
+    assert first["chunks"]["truncated"] == 0  # every chunk fits the model once bounded
     states = index.document_states()
     assert set(states) == INDEXED
     pdf = index.collection.get(where={"doc_id": "pdfs/state_of_the_union_2024.pdf"})
@@ -59,7 +60,13 @@ def test_ingest_reports_and_is_idempotent(
 
     second = run(sample_corpus, data)
     assert second["documents"]["unchanged"] == 7
-    assert second["chunks"] == {"written": 0, "deleted": 0, "embedded": 0, "total": index.count()}
+    assert second["chunks"] == {
+        "written": 0,
+        "deleted": 0,
+        "embedded": 0,
+        "truncated": 0,
+        "total": index.count(),
+    }
     assert sorted(index.collection.get()["ids"]) == sorted(
         chunk for state in states.values() for chunk in state.chunk_ids
     )
