@@ -185,6 +185,10 @@ def test_a_locked_query_log_delays_the_log_not_the_answer(client: TestClient, se
     import sqlite3
 
     ask(client, "When do background tasks run?")  # warm
+    writer = client.app.state.service["writer"]  # type: ignore[attr-defined]
+    deadline = time.monotonic() + 10
+    while writer.stats()["pending"] and time.monotonic() < deadline:  # earlier answers written
+        time.sleep(0.05)
     holder = sqlite3.connect(served / "query_log.sqlite", isolation_level=None)
     holder.execute("BEGIN EXCLUSIVE")
     try:
@@ -203,7 +207,6 @@ def test_a_locked_query_log_delays_the_log_not_the_answer(client: TestClient, se
         "/feedback", json={"query_id": query_id, "rating": "up"}, headers={"X-API-Key": KEY}
     )
     assert noted.status_code == 200, noted.text
-    writer = client.app.state.service["writer"]  # type: ignore[attr-defined]
     assert writer.stats()["pending"] == 0 and writer.stats()["dropped"] == 0
     log = client.app.state.service["asker"].current().log  # type: ignore[attr-defined]
     assert log.get(query_id)["feedback"][0]["rating"] == "up"

@@ -85,11 +85,15 @@ def embed_in_length_order(
     return result
 
 
-@functools.lru_cache(maxsize=4)
 def load_sentence_transformer(
     path: str, device: str, dtype: str = "float32"
 ) -> SentenceTransformer:
     """Load a model folder once per process (per dtype); later calls return the same object."""
+    return _load_sentence_transformer(path, device, dtype)
+
+
+@functools.lru_cache(maxsize=4)
+def _load_sentence_transformer(path: str, device: str, dtype: str) -> SentenceTransformer:
     import torch
     from sentence_transformers import SentenceTransformer
 
@@ -101,8 +105,13 @@ def load_sentence_transformer(
     )
 
 
-@functools.lru_cache(maxsize=4)
 def model_lock(path: str, device: str, dtype: str = "float32") -> threading.RLock:
+    """The lock of one loaded model (see :func:`_model_lock`)."""
+    return _model_lock(path, device, dtype)
+
+
+@functools.lru_cache(maxsize=4)
+def _model_lock(path: str, device: str, dtype: str) -> threading.RLock:
     """One lock per loaded model: its fast tokenizer keeps padding and truncation state that
     every call resets, so two threads encoding at once (parallel reindex contenders, API
     requests) corrupt each other's batches. Inference gains nothing from running two encodes
