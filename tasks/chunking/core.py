@@ -215,15 +215,16 @@ _Span = tuple[int, int]
 
 def _fit(
     text: str, spans: list[_Span], model_text: Callable[[_Span], str], budget: TokenBudget
-) -> list[_Span]:
+) -> list[tuple[_Span, int]]:
     """Cut spans whose embedded text exceeds the budget at their coarsest boundaries, shrinking
-    the size in proportion to the overshoot, until every piece fits (or is one character)."""
+    the size in proportion to the overshoot, until every piece fits (or is one character);
+    each piece comes with its token count."""
     counts = budget.count([model_text(span) for span in spans])
-    fitted: list[_Span] = []
+    fitted: list[tuple[_Span, int]] = []
     for span, tokens in zip(spans, counts, strict=True):
         length = span[1] - span[0]
         if tokens <= budget.limit or length <= 1:
-            fitted.append(span)
+            fitted.append((span, tokens))
             continue
         size = max(1, min(length - 1, length * budget.limit * 9 // (tokens * 10)))
         pieces = [
@@ -232,6 +233,10 @@ def _fit(
         ]
         fitted.extend(_fit(text, [p for p in pieces if p[0] < p[1]], model_text, budget))
     return fitted
+
+
+def _unzip(pairs: list[tuple[_Span, int]]) -> tuple[list[_Span], list[int]]:
+    return [span for span, _ in pairs], [count for _, count in pairs]
 
 
 def chunk_document(
@@ -269,9 +274,10 @@ def chunk_document(
 
     spans = [span for span in (_strip_span(text, s, e) for s, e in raw) if span[0] < span[1]]
     if budget is not None and settings.fit_tokens and settings.strategy != "whole":
-        spans = _fit(text, spans, model_text, budget)
+        spans, tokens = _unzip(_fit(text, spans, model_text, budget))
+    else:
+        tokens = budget.count([model_text(s) for s in spans]) if budget else [0] * len(spans)
     embedded = [model_text(span) for span in spans]
-    tokens = budget.count(embedded) if budget is not None else [0] * len(spans)
     config_hash = settings.config_hash()
     chunks: list[Chunk] = []
     for (start, end), indexed, count in zip(spans, embedded, tokens, strict=True):
