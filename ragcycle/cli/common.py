@@ -75,7 +75,7 @@ RetrievalOption = Annotated[
     RetrievalMode | None,
     typer.Option(
         "--retrieval",
-        help="dense (embeddings), lexical (BM25) or hybrid (both, rank-fused);"
+        help="dense (embeddings), lexical (BM25) or hybrid (both, fused: retrieval.fusion);"
         " default: the index version's config.",
         case_sensitive=False,
     ),
