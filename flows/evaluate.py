@@ -28,12 +28,14 @@ from tasks.generation.backends import generator_from_settings, judge_from_settin
 from tasks.generation.prompts import load_prompt_task
 from tasks.indexing.store import open_index
 from tasks.retrieval import search_plan
+from tasks.tracking.flow_runs import describe_flow_run, run_tags
 from tasks.tracking.reports import publish_evaluation
 from tasks.tracking.runs import (
     EvaluationRecord,
     ensure_experiment,
     log_evaluation_task,
     mlflow_client,
+    run_url,
 )
 from tasks.versions import config_summary, resolve_serving, serving_config
 
@@ -86,6 +88,18 @@ def evaluate(request: EvaluateRequest) -> dict[str, Any]:
         logger.warning("dataset line %d skipped: %s", error["line"], error["error"])
     index = open_index(settings, serving.collection, create=False)
     version = serving.version.version if serving.version else None
+    run_name = " · ".join(
+        [
+            "eval",
+            f"v{version}" if version else index.name,
+            request.role or "adhoc",
+            f"{golden.name}@{golden.digest[:8]}",
+        ]
+    )
+    describe_flow_run(
+        run_name,
+        run_tags(index=serving.index, collection=index.name, version=version, role=request.role),
+    )
     embedder = embedder_from_settings(settings)
     generator = generator_from_settings(settings, embedder)
     prompt = load_prompt_task(settings.generation.prompt_name, settings.generation.prompt_version)
@@ -175,9 +189,7 @@ def evaluate(request: EvaluateRequest) -> dict[str, Any]:
     scorers = names if evaluation.mlflow_genai else None
     record = EvaluationRecord(
         experiment=experiment,
-        run_name=" · ".join(
-            ["eval", f"v{version}" if version else index.name, request.role or "adhoc"]
-        ),
+        run_name=run_name,
         parent_run_id=request.parent_run_id,
         params=params,
         metrics=summary.metrics,
@@ -213,6 +225,7 @@ def evaluate(request: EvaluateRequest) -> dict[str, Any]:
         f"Evaluation of {golden.name} on {index.name}",
         summary.metrics,
         summary.ci,
+        run_url(settings.mlflow_ui_url, settings.mlflow_tracking_uri, run_id),
     )
     logger.info(
         "Evaluation run %s: %d questions, %s",

@@ -8,7 +8,7 @@ flow, as a task any worker of the task runner can run.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from concurrent.futures import Executor
 from pathlib import Path
 from typing import Any
 
@@ -16,31 +16,30 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.futures import PrefectFuture, as_completed
 from prefect.task_runners import ThreadPoolTaskRunner
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import BaseModel, Field
 
 from flows.runners import task_runner_from_settings
 from ragcycle.errors import ConfigError
 from ragcycle.progress import progress_bars
 from ragcycle.runtime import configure_environment
-from ragcycle.settings import ChunkingSettings, Settings, load_settings
-from tasks.chunking import TokenBudget, chunk_within_limit, flatten_chunks
+from ragcycle.settings import Settings, load_settings
 from tasks.embedding import (
     EmbeddingCache,
     ProgressCallback,
     TextEmbedder,
     embed_with_cache,
     embedder_from_settings,
-    token_budget,
 )
-from tasks.guardrails import PiiDetector, pii_detector
-from tasks.guardrails.scan import finding_metadata, scan_chunks
+from tasks.guardrails.scan import finding_metadata
 from tasks.indexing.lexical import sync_lexical_task
 from tasks.indexing.plan import Partition, PartitionResult, partition_plan, plan_ingest_task
+from tasks.indexing.prepare import Recipe, parse_pool, prepare_partition, recipe_from_settings
 from tasks.indexing.store import VectorIndex, document_states_task, open_index
 from tasks.indexing.writes import remove_documents_task, write_documents
-from tasks.loading import load_documents, walk_sources
+from tasks.loading import walk_sources
 from tasks.locking import writer_lock
 from tasks.retrying import worth_retrying
+from tasks.tracking.flow_runs import describe_flow_run, run_tags
 from tasks.tracking.reports import IngestReport, StageTimer, publish_ingest_report
 from tasks.tracking.runs import mlflow_client
 from tasks.versions import VersionRegistry, resolve_serving
@@ -68,41 +67,20 @@ def ingest_partition(
     index: VectorIndex,
     embedder: TextEmbedder,
     cache: EmbeddingCache | None,
-    chunking: ChunkingSettings,
+    recipe: Recipe,
     *,
-    passwords: Sequence[SecretStr] = (),
-    min_pdf_chars_per_page: int = 0,
-    max_file_bytes: int | None = None,
-    max_chunks: int = 10_000,
     on_progress: ProgressCallback | None = None,
-    scan: PiiDetector | None = None,
-    quarantine: bool = False,
-    budget: TokenBudget | None = None,
+    pool: Executor | None = None,
 ) -> PartitionResult:
-    """Load, chunk, scan, embed and write one partition; bad files are recorded, not raised.
+    """Load, chunk, scan (in ``pool`` when given), embed and write one partition; bad files are
+    recorded, not raised.
 
-    With a ``scan`` detector every chunk is checked for PII and injection markers; flagged
-    chunks are indexed with their findings, or left out when ``quarantine`` is set."""
-    seconds: dict[str, float] = {}
+    With a scan in the recipe every chunk is checked for PII and injection markers; flagged
+    chunks are indexed with their findings, or left out when the recipe quarantines them."""
+    prepared = prepare_partition(partition.sources, recipe, pool)
+    seconds = dict(prepared.seconds)
     begun = time.perf_counter()
-    documents, failures = load_documents(
-        partition.sources,
-        passwords=passwords,
-        min_pdf_chars_per_page=min_pdf_chars_per_page,
-        max_file_bytes=max_file_bytes,
-    )
-    seconds["load"], begun = time.perf_counter() - begun, time.perf_counter()
-    documents, chunks, too_long = chunk_within_limit(documents, chunking, max_chunks, budget)
-    failures = [*failures, *too_long]
-    seconds["chunk"], begun = time.perf_counter() - begun, time.perf_counter()
-    findings = scan_chunks(flatten_chunks(documents, chunks), scan) if scan is not None else {}
-    if quarantine:
-        chunks = {
-            doc_id: [chunk for chunk in kept if chunk.chunk_id not in findings]
-            for doc_id, kept in chunks.items()
-        }
-    ordered = flatten_chunks(documents, chunks)
-    seconds["scan"], begun = time.perf_counter() - begun, time.perf_counter()
+    ordered = prepared.ordered
     vectors, embedded = embed_with_cache(
         [chunk.indexed_text for chunk in ordered],
         [chunk.content_hash for chunk in ordered],
@@ -111,25 +89,32 @@ def ingest_partition(
         on_progress=on_progress,
     )
     seconds["embed"], begun = time.perf_counter() - begun, time.perf_counter()
+    findings = prepared.findings
     scanned = (
         {chunk.chunk_id: finding_metadata(findings.get(chunk.chunk_id)) for chunk in ordered}
-        if scan is not None
+        if recipe.scan_entities is not None
         else None
     )
     written = write_documents(
-        index, documents, chunks, vectors, partition.states, chunking.config_hash(), scanned
+        index,
+        prepared.documents,
+        prepared.chunks,
+        vectors,
+        partition.states,
+        recipe.chunking.config_hash(),
+        scanned,
     )
     seconds["index"] = time.perf_counter() - begun
     return PartitionResult(
-        warnings={document.doc_id: list(document.warnings) for document in documents},
-        failures=failures,
+        warnings={document.doc_id: list(document.warnings) for document in prepared.documents},
+        failures=prepared.failures,
         written=written.written,
         deleted=written.deleted,
         embedded=embedded,
         seconds=seconds,
         flagged=[finding.as_dict() for finding in findings.values()],
-        quarantined=len(findings) if quarantine else 0,
-        truncated=sum(chunk.tokens > budget.limit for chunk in ordered) if budget else 0,
+        quarantined=len(findings) if recipe.quarantine else 0,
+        truncated=prepared.truncated,
     )
 
 
@@ -146,6 +131,7 @@ def ingest_partition_task(
     collection: str,
     partition: Partition,
     on_progress: ProgressCallback | None = None,
+    pool: Executor | None = None,
 ) -> PartitionResult:
     """Prefect edge of :func:`ingest_partition`, runnable on any worker of a task runner.
 
@@ -155,22 +141,15 @@ def ingest_partition_task(
     """
     index = open_index(settings, collection)
     cache = EmbeddingCache(settings.embedding_cache_path) if settings.embedding.cache else None
-    guard = settings.guardrails
     try:
         return ingest_partition(
             partition,
             index,
             embedder_from_settings(settings),
             cache,
-            settings.chunking,
-            passwords=settings.ingest.pdf_passwords,
-            min_pdf_chars_per_page=settings.ingest.min_pdf_chars_per_page,
-            max_file_bytes=settings.ingest.max_file_bytes,
-            max_chunks=settings.ingest.max_chunks_per_document,
+            recipe_from_settings(settings),
             on_progress=on_progress,
-            scan=pii_detector(tuple(guard.pii_entities), guard.pii_score),
-            quarantine=guard.ingest_policy == "quarantine",
-            budget=token_budget(str(settings.embedding_model_path())),
+            pool=pool,
         )
     finally:
         if cache is not None:
@@ -237,6 +216,11 @@ def _ingest(request: IngestRequest, settings: Settings) -> dict[str, Any]:
     else:
         target = serving.collection
     index = open_index(settings, target)
+    number = created.version if first else (serving.version.version if serving.version else None)
+    describe_flow_run(
+        f"ingest · {serving.index}" + (f" v{number}" if number else ""),
+        run_tags(index=serving.index, collection=target, version=number),
+    )
     report = IngestReport(collection=index.name, policy=settings.guardrails.ingest_policy)
     chunking_hash = settings.chunking.config_hash()
     prune = settings.ingest.prune if request.prune is None else request.prune
@@ -262,7 +246,9 @@ def _ingest(request: IngestRequest, settings: Settings) -> dict[str, Any]:
     changed_ids = {source.doc_id for source in plan.changed}
     runner = task_runner_from_settings(settings)
     in_process = isinstance(runner, ThreadPoolTaskRunner)
-    with progress_bars(settings.progress) as bars, runner:
+    # A pool (or a progress callback) cannot travel to another process: only threads share them.
+    pool_files = len(plan.to_load) if in_process else 0
+    with progress_bars(settings.progress) as bars, runner, parse_pool(settings, pool_files) as pool:
         files_bar = bars.bar("documents", total=len(plan.to_load))
         chunks_bar = bars.bar("chunks", total=None)
         futures: list[PrefectFuture[PartitionResult]] = [
@@ -272,8 +258,8 @@ def _ingest(request: IngestRequest, settings: Settings) -> dict[str, Any]:
                     "settings": settings,
                     "collection": index.name,
                     "partition": partition,
-                    # A progress callback cannot travel to another process.
                     "on_progress": chunks_bar.advance if in_process else None,
+                    "pool": pool,
                 },
             )
             for partition in partitions

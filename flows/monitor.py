@@ -32,6 +32,7 @@ from tasks.monitoring import (
     unindexed_of,
 )
 from tasks.promotion import gate_names
+from tasks.tracking.flow_runs import describe_flow_run, run_tags
 from tasks.tracking.runs import mlflow_client, record_decision_task
 from tasks.versions import resolve_serving
 
@@ -145,6 +146,16 @@ def monitor(request: MonitorRequest) -> dict[str, Any]:
         checks.reasons,
         params,
         checks.table,
+        run_name=f"monitor · {checks.decision}",
+        ui_url=settings.mlflow_ui_url,
+    )
+    describe_flow_run(
+        f"monitor · {checks.decision}",
+        run_tags(
+            index=settings.chroma.collection,
+            version=live.version if live else None,
+            decision=checks.decision,
+        ),
     )
     logger.info("Monitor decision: %s %s", checks.decision, checks.reasons)
     triggered: dict[str, Any] | None = None

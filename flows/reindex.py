@@ -25,6 +25,7 @@ from tasks.indexing.lexical import drop_collection
 from tasks.locking import writer_lock
 from tasks.promotion import GateStats, gate_names
 from tasks.reindex_report import gate_contenders, summarize_candidates
+from tasks.tracking.flow_runs import describe_flow_run, run_tags
 from tasks.tracking.runs import (
     end_failed_run,
     mlflow_client,
@@ -309,6 +310,11 @@ def _record(
     run_id: str | None = None,
     run_name: str | None = None,
 ) -> dict[str, Any]:
+    name = run_name or f"reindex · {decision}"
+    describe_flow_run(
+        name,
+        run_tags(index=settings.chroma.collection, decision=decision, version=extra.get("version")),
+    )
     recorded = record_decision_task(
         settings.mlflow_tracking_uri,
         settings.mlflow_artifact_location,
@@ -319,8 +325,9 @@ def _record(
         params,
         table,
         run_id=run_id,
-        run_name=run_name or f"reindex · {decision}",
+        run_name=name,
         extra=extra,
+        ui_url=settings.mlflow_ui_url,
     )
     logger.info("Reindex decision: %s (%s)", decision, "; ".join(reasons) or "all checks passed")
     return {"decision": decision, "reasons": reasons, "table": table, "run_id": recorded, **extra}

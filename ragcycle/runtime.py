@@ -54,6 +54,9 @@ def library_environment(settings: Settings) -> dict[str, str]:
     env["PREFECT_LOGGING_LEVEL"] = settings.log_level.upper()
     if settings.prefect.api_url:
         env["PREFECT_API_URL"] = settings.prefect.api_url
+    # Flow-run links (in MLflow tags, in printed output) point at the UI a person opens, not
+    # at the temporary server a command ran on.
+    env["PREFECT_UI_URL"] = settings.prefect_ui_url
     env["PREFECT_API_REQUEST_TIMEOUT"] = str(settings.prefect.request_timeout_seconds)
     env["PREFECT_CLIENT_MAX_RETRIES"] = str(settings.prefect.client_max_retries)
     env["MLFLOW_HTTP_REQUEST_TIMEOUT"] = str(settings.mlflow.request_timeout_seconds)

@@ -213,7 +213,8 @@ def serve(config: ConfigOption = None) -> None:
 
 @app.command()
 def status(config: ConfigOption = None, as_json: JsonOption = False) -> None:
-    """Live version, last evaluation and last lifecycle decision, from MLflow."""
+    """Live version, last evaluation and last lifecycle decision, from MLflow, with links to
+    each in the MLflow UI and the Prefect UI (`ragcycle ui` serves both locally)."""
     settings = settings_for(config)
     registry = registry_for(settings)
     from tasks.tracking.runs import latest_runs
@@ -222,12 +223,53 @@ def status(config: ConfigOption = None, as_json: JsonOption = False) -> None:
     report = {
         "index": settings.chroma.collection,
         "live": live.as_dict() if live else None,
-        **latest_runs(settings.mlflow_tracking_uri, settings.mlflow.experiment_prefix),
+        "ui": {"mlflow": settings.mlflow_ui_url, "prefect": settings.prefect_ui_url},
+        **latest_runs(
+            settings.mlflow_tracking_uri, settings.mlflow.experiment_prefix, settings.mlflow_ui_url
+        ),
     }
     if as_json:
         typer.echo(jsonout.dumps(report))
         return
     console.print_json(jsonout.dumps(report))
+
+
+@app.command()
+def ui(config: ConfigOption = None, as_json: JsonOption = False) -> None:
+    """Open the MLflow UI and the Prefect UI on this data dir's runs (127.0.0.1; Ctrl-C stops
+    both). Configured tracking or Prefect servers are linked, not started."""
+    import signal
+
+    from ragcycle.ui import running_uis, ui_servers, wait_for_exit
+
+    settings = settings_for(config)
+    servers = ui_servers(settings)
+    # A SIGTERM (a service manager, a test) stops the servers like Ctrl-C does.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        with running_uis(servers, settings.data_dir / "logs") as processes:
+            urls = {server.name: server.url for server in servers}
+            if as_json:
+                typer.echo(
+                    jsonout.dumps({**urls, "started": [s.name for s in servers if s.started_here]})
+                )
+            else:
+                for server in servers:
+                    where = "started here" if server.started_here else "configured server"
+                    console.print(f"{server.name:>8} UI  {server.url}  ({where})")
+                    if server.moved:
+                        console.print(
+                            f"          port {server.preferred_port} is busy: links stored in"
+                            " runs point there"
+                        )
+                console.print("Ctrl-C stops both." if processes else "Nothing started here.")
+            code = wait_for_exit(processes) if processes else None
+    except (RagcycleError, KeyboardInterrupt) as exc:
+        if isinstance(exc, KeyboardInterrupt):
+            return
+        raise fail(exc, as_json=as_json) from None
+    if code is not None:
+        raise fail(RagcycleError(f"a UI server stopped by itself (exit {code})"), as_json=as_json)
 
 
 @index_app.command("list")

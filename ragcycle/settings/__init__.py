@@ -44,6 +44,7 @@ from ragcycle.settings.stores import (
     HnswSettings,
     MlflowSettings,
     PrefectSettings,
+    UiSettings,
 )
 
 __all__ = [
@@ -68,6 +69,7 @@ __all__ = [
     "RetrievalSettings",
     "Settings",
     "TracingSettings",
+    "UiSettings",
     "load_settings",
     "merge_nested",
 ]
@@ -109,6 +111,7 @@ class Settings(BaseSettings):
     mlflow: MlflowSettings = MlflowSettings()
     prefect: PrefectSettings = PrefectSettings()
     api: ApiSettings = ApiSettings()
+    ui: UiSettings = UiSettings()
 
     @classmethod
     def settings_customise_sources(
@@ -175,6 +178,20 @@ class Settings(BaseSettings):
         if self.mlflow.tracking_uri:
             return self.mlflow.tracking_uri
         return f"sqlite:///{(self.data_dir / 'mlflow.db').resolve()}"
+
+    @property
+    def mlflow_ui_url(self) -> str:
+        """The MLflow UI: the tracking server itself, or where ``ragcycle ui`` serves it."""
+        if urlparse(self.mlflow_tracking_uri).scheme in {"http", "https"}:
+            return self.mlflow_tracking_uri.rstrip("/")
+        return f"http://{self.ui.host}:{self.ui.mlflow_port}"
+
+    @property
+    def prefect_ui_url(self) -> str:
+        """The Prefect UI: the configured server's, or where ``ragcycle ui`` serves it."""
+        if self.prefect.api_url:
+            return self.prefect.api_url.rstrip("/").removesuffix("/api")
+        return f"http://{self.ui.host}:{self.ui.prefect_port}"
 
     @property
     def mlflow_artifact_location(self) -> str | None:

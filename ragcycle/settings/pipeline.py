@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
@@ -71,6 +71,11 @@ class IngestSettings(BaseModel):
         description="file suffixes picked up from directories",
     )
     batch_documents: int = Field(16, ge=1, description="documents per Prefect task run")
+    parse_processes: Annotated[int, Field(ge=0)] | Literal["auto"] = Field(
+        "auto",
+        description="processes that load, chunk and scan files beside embedding (0: in the"
+        " partition threads; auto: prefect.max_workers from 32 files on)",
+    )
     prune: bool = Field(True, description="remove chunks of files deleted from a directory source")
     min_pdf_chars_per_page: int = Field(
         1,

@@ -145,3 +145,15 @@ class PrefectSettings(BaseModel):
         None, description="scheduler of an existing Dask cluster, e.g. tcp://10.0.0.5:8786"
     )
     dask_threads_per_worker: int = Field(1, ge=1, description="dask: threads per local worker")
+
+
+class UiSettings(BaseModel):
+    """Where ``ragcycle ui`` serves the MLflow and Prefect UIs of a local data dir.
+
+    Links between the two (an MLflow run's Prefect flow-run URL, a Prefect artifact's MLflow
+    run URL) are written with these ports, so they open once ``ragcycle ui`` runs; a configured
+    tracking server or Prefect server is linked at its own address instead."""
+
+    host: str = Field("127.0.0.1", description="interface both UIs listen on")
+    mlflow_port: int = Field(5000, ge=1, le=65535, description="MLflow UI port, if free")
+    prefect_port: int = Field(4200, ge=1, le=65535, description="Prefect UI port, if free")

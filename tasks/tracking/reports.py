@@ -191,11 +191,18 @@ def _artifact_key(name: str) -> str:
     return "".join(c if c.isalnum() else "-" for c in name.lower()).strip("-") or "default"
 
 
+def _link_line(link: str | None) -> list[str]:
+    return [f"[Open the run in MLflow]({link})", ""] if link else []
+
+
 def evaluation_markdown(
-    title: str, metrics: dict[str, float], ci: dict[str, tuple[float, float]]
+    title: str,
+    metrics: dict[str, float],
+    ci: dict[str, tuple[float, float]],
+    link: str | None = None,
 ) -> str:
     """Metrics with their confidence intervals as a Markdown table, for a Prefect artifact."""
-    lines = [f"# {title}", "", "| metric | value | 95% CI |", "|---|---:|---|"]
+    lines = [f"# {title}", "", *_link_line(link), "| metric | value | 95% CI |", "|---|---:|---|"]
     for name, value in metrics.items():
         low, high = ci.get(name, (float("nan"), float("nan")))
         interval = f"[{low:.3f}, {high:.3f}]" if math.isfinite(low) else ""
@@ -205,18 +212,28 @@ def evaluation_markdown(
 
 @task(name="publish-evaluation", cache_policy=NO_CACHE)
 def publish_evaluation(
-    key: str, title: str, metrics: dict[str, float], ci: dict[str, tuple[float, float]]
+    key: str,
+    title: str,
+    metrics: dict[str, float],
+    ci: dict[str, tuple[float, float]],
+    link: str | None = None,
 ) -> None:
-    """The metrics table as a Markdown artifact on the flow run."""
+    """The metrics table as a Markdown artifact on the flow run, linked to its MLflow run."""
     create_markdown_artifact(
-        key=_artifact_key(key), markdown=evaluation_markdown(title, metrics, ci), description=title
+        key=_artifact_key(key),
+        markdown=evaluation_markdown(title, metrics, ci, link),
+        description=title,
     )
 
 
 def decision_markdown(
-    title: str, decision: str, reasons: list[str], table: list[dict[str, Any]]
+    title: str,
+    decision: str,
+    reasons: list[str],
+    table: list[dict[str, Any]],
+    link: str | None = None,
 ) -> str:
-    lines = [f"# {title}", "", f"**Decision: {decision}**", ""]
+    lines = [f"# {title}", "", f"**Decision: {decision}**", "", *_link_line(link)]
     lines += [f"- {reason}" for reason in reasons] or ["- all checks passed"]
     if table:
         lines += ["", "| metric | candidate | live | verdict |", "|---|---:|---:|---|"]
@@ -229,11 +246,17 @@ def decision_markdown(
 
 
 def publish_decision(
-    experiment: str, title: str, decision: str, reasons: list[str], table: list[dict[str, Any]]
+    experiment: str,
+    title: str,
+    decision: str,
+    reasons: list[str],
+    table: list[dict[str, Any]],
+    link: str | None = None,
 ) -> None:
-    """The decision as a Markdown artifact on the flow run, one key per lifecycle experiment."""
+    """The decision as a Markdown artifact on the flow run, one key per lifecycle experiment,
+    linked to the MLflow run that records it."""
     create_markdown_artifact(
         key=_artifact_key(f"decision-{experiment}"),
-        markdown=decision_markdown(title, decision, reasons, table),
+        markdown=decision_markdown(title, decision, reasons, table, link),
         description=title,
     )

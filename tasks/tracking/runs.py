@@ -37,6 +37,7 @@ __all__ = [
     "mlflow_client",
     "prefect_run_tags",
     "record_decision_task",
+    "run_url",
     "start_lifecycle_run",
 ]
 
@@ -83,11 +84,23 @@ def prefect_run_tags() -> dict[str, str]:
     context = FlowRunContext.get()
     if context is None or context.flow_run is None:
         return {}
-    return {
+    from prefect.utilities.urls import url_for
+
+    tags = {
         "prefect.flow_run_id": str(context.flow_run.id),
         "prefect.flow_run_name": str(context.flow_run.name),
         "prefect.flow_name": context.flow.name if context.flow else "",
     }
+    link = url_for(context.flow_run)
+    if link:
+        tags["prefect.flow_run_url"] = link
+    return tags
+
+
+def run_url(ui_url: str, tracking_uri: str, run_id: str) -> str:
+    """The MLflow UI page of ``run_id``, for links from Prefect artifacts and the CLI."""
+    experiment_id = mlflow_client(tracking_uri).get_run(run_id).info.experiment_id
+    return f"{ui_url.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
 
 
 @dataclass
@@ -329,8 +342,10 @@ def record_decision_task(
     run_id: str | None = None,
     run_name: str | None = None,
     extra: dict[str, Any] | None = None,
+    ui_url: str | None = None,
 ) -> str:
-    """The decision as an MLflow run and a Markdown artifact on the flow run."""
+    """The decision as an MLflow run and a Markdown artifact on the flow run (linking to the
+    run's page under ``ui_url``, the MLflow UI, when given)."""
     run_id = log_lifecycle_decision(
         tracking_uri=tracking_uri,
         artifact_location=artifact_location,
@@ -343,12 +358,14 @@ def record_decision_task(
         run_name=run_name,
         extra=extra,
     )
-    publish_decision(experiment, title, decision, reasons, table)
+    link = run_url(ui_url, tracking_uri, run_id) if ui_url else None
+    publish_decision(experiment, title, decision, reasons, table, link)
     return run_id
 
 
-def latest_runs(tracking_uri: str, prefix: str) -> dict[str, Any]:
-    """The newest evaluation run and lifecycle decision, for ``ragcycle status``."""
+def latest_runs(tracking_uri: str, prefix: str, ui_url: str | None = None) -> dict[str, Any]:
+    """The newest evaluation run and lifecycle decision, for ``ragcycle status``, each with
+    its MLflow UI page (under ``ui_url``) and its Prefect flow run's page."""
     client = mlflow_client(tracking_uri)
     experiments = [e for e in client.search_experiments() if e.name.startswith(prefix)]
     ids = [e.experiment_id for e in experiments]
@@ -370,5 +387,11 @@ def latest_runs(tracking_uri: str, prefix: str) -> dict[str, Any]:
                 "collection": run.data.tags.get("ragcycle.collection"),
                 "metrics": dict(run.data.metrics),
                 "params": {k: v for k, v in run.data.params.items() if k in {"drift", "reason"}},
+                "mlflow_url": (
+                    f"{ui_url}/#/experiments/{run.info.experiment_id}/runs/{run.info.run_id}"
+                    if ui_url
+                    else None
+                ),
+                "prefect_url": run.data.tags.get("prefect.flow_run_url"),
             }
     return found

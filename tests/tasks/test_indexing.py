@@ -10,6 +10,7 @@ from flows.ingest import ingest_partition
 from ragcycle.errors import ConfigError
 from ragcycle.settings import ChunkingSettings, Settings
 from tasks.indexing.plan import partition_plan, plan_ingest
+from tasks.indexing.prepare import Recipe
 from tasks.indexing.store import open_index
 from tasks.indexing.writes import remove_documents
 from tasks.loading import discover_sources
@@ -28,7 +29,7 @@ def ingest_once(
     plan = plan_ingest(sources, states, settings.chunking.config_hash(), [str(folder)])
     written = deleted = 0
     for partition in partition_plan(plan.to_load, states, partition_size):
-        result = ingest_partition(partition, index, embedder, None, settings.chunking)
+        result = ingest_partition(partition, index, embedder, None, Recipe(settings.chunking))
         written, deleted = written + result.written, deleted + result.deleted
     return written, deleted + remove_documents(index, plan.removed, states)
 
@@ -190,9 +191,9 @@ def test_a_partition_processed_twice_is_the_same_as_once(
     plan = plan_ingest(discover_sources([folder], [".md"]), states, "x", [])
     [partition] = partition_plan(plan.to_load, states, 10)
 
-    first = ingest_partition(partition, index, HashEmbedder(), None, settings.chunking)
+    first = ingest_partition(partition, index, HashEmbedder(), None, Recipe(settings.chunking))
     after_first = sorted(index.collection.get()["ids"])
-    second = ingest_partition(partition, index, HashEmbedder(), None, settings.chunking)
+    second = ingest_partition(partition, index, HashEmbedder(), None, Recipe(settings.chunking))
 
     assert sorted(index.collection.get()["ids"]) == after_first
     assert first.written == second.written > 0
@@ -257,3 +258,38 @@ def test_threads_opening_their_first_embedded_client_at_once(tmp_path: Path) -> 
         with ThreadPoolExecutor(max_workers=4) as pool:
             clients = list(pool.map(open_chroma_client, [settings] * 4))
         assert all(client.heartbeat() > 0 for client in clients)
+
+
+def test_a_partition_prepared_in_worker_processes_equals_one_prepared_in_place(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """The parse pool changes where files are parsed, never what comes out: same chunks in the
+    same order, same scan findings, a broken file recorded as a failure, not raised."""
+    from tasks.indexing.prepare import parse_pool, pool_size, prepare_partition
+
+    folder = tmp_path / "docs"
+    write_corpus(folder)
+    (folder / "contact.md").write_text("# Contact\n\nWrite to jane.doe@example.com for access.")
+    (folder / "broken.pdf").write_bytes(b"%PDF-1.7 this is not a PDF body")
+    sources = discover_sources([folder], [".md", ".pdf"])
+    recipe = Recipe(
+        settings.chunking,
+        scan_entities=("EMAIL_ADDRESS",),
+        model_path=str(settings.embedding_model_path()),
+    )
+    in_place = prepare_partition(sources, recipe)
+    pooled_settings = make_settings(settings.data_dir, ingest={"parse_processes": 2})
+    with parse_pool(pooled_settings, len(sources)) as pool:
+        assert pool is not None
+        pooled = prepare_partition(sources, recipe, pool)
+
+    assert [c.chunk_id for c in pooled.ordered] == [c.chunk_id for c in in_place.ordered]
+    assert len(pooled.ordered) > 4
+    assert [f.doc_id for f in pooled.findings.values()] == ["contact.md"]
+    assert pooled.findings == in_place.findings
+    assert [f.doc_id for f in pooled.failures] == [f.doc_id for f in in_place.failures]
+    assert [f.doc_id for f in pooled.failures] == ["broken.pdf"]
+    assert set(pooled.seconds) == {"load", "chunk", "scan"}
+    assert pool_size(settings, 31) == 0  # auto: too few files to repay starting processes
+    assert pool_size(settings, 32) == settings.prefect.max_workers
+    assert pool_size(make_settings(settings.data_dir, ingest={"parse_processes": 0}), 500) == 0

@@ -1,0 +1,113 @@
+"""``ragcycle ui`` serves both UIs on a data dir made by real commands, and the links between
+them resolve: checked through the MLflow and Prefect servers' own REST APIs."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import MODELS_DIR, REPO, free_port
+
+pytestmark = pytest.mark.slow
+
+
+def command_env(data: Path, mlflow_port: int, prefect_port: int) -> dict[str, str]:
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MLFLOW_"))}
+    return {
+        **base,
+        "RAGCYCLE_DATA_DIR": str(data),
+        "RAGCYCLE_MODELS_DIR": str(MODELS_DIR),
+        "RAGCYCLE_PROGRESS": "false",
+        "RAGCYCLE_GENERATION__BACKEND": "extractive",
+        "RAGCYCLE_EVALUATION__JUDGE__BACKEND": "none",
+        "RAGCYCLE_UI__MLFLOW_PORT": str(mlflow_port),
+        "RAGCYCLE_UI__PREFECT_PORT": str(prefect_port),
+    }
+
+
+def ragcycle(*arguments: str, env: dict[str, str]) -> dict[str, object]:
+    done = subprocess.run(
+        [sys.executable, "-m", "ragcycle.cli", *arguments, "--json"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return dict(json.loads(done.stdout))
+
+
+def port_taken(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        return probe.connect_ex(("127.0.0.1", port)) == 0
+
+
+def test_ui_serves_both_uis_and_the_links_between_them_resolve(
+    sample_corpus: Path, tmp_path: Path
+) -> None:
+    mlflow_port, prefect_port = free_port(), free_port()
+    env = command_env(tmp_path / "data", mlflow_port, prefect_port)
+    golden = tmp_path / "golden.jsonl"
+    golden.write_text(
+        "".join((REPO / "samples" / "golden.jsonl").read_text().splitlines(keepends=True)[:3])
+    )
+    ragcycle("ingest", str(sample_corpus / "markdown"), env=env)
+    evaluated = ragcycle("eval", str(golden), env=env)
+    status = ragcycle("status", env=env)
+
+    ui = subprocess.Popen(
+        [sys.executable, "-m", "ragcycle.cli", "ui", "--json"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        assert ui.stdout is not None
+        urls = json.loads(ui.stdout.readline())
+        mlflow_url, prefect_url = urls["mlflow"], urls["prefect"]
+        assert mlflow_url == f"http://127.0.0.1:{mlflow_port}"
+        assert prefect_url == f"http://127.0.0.1:{prefect_port}"
+        assert sorted(urls["started"]) == ["mlflow", "prefect"]
+
+        # MLflow -> Prefect: the evaluation run's flow-run link opens a flow run that exists.
+        run = httpx.get(
+            f"{mlflow_url}/api/2.0/mlflow/runs/get", params={"run_id": evaluated["run_id"]}
+        ).json()["run"]
+        tags = {tag["key"]: tag["value"] for tag in run["data"]["tags"]}
+        flow_run_id = tags["prefect.flow_run_id"]
+        assert tags["prefect.flow_run_url"] == f"{prefect_url}/runs/flow-run/{flow_run_id}"
+        flow_run = httpx.get(f"{prefect_url}/api/flow_runs/{flow_run_id}").json()
+        assert flow_run["name"] == tags["prefect.flow_run_name"]
+        # The UI's page, as a browser asks for it (the server answers HTML navigations only).
+        page = httpx.get(tags["prefect.flow_run_url"], headers={"Accept": "text/html"})
+        assert page.status_code == 200 and "<html" in page.text
+
+        # Prefect -> MLflow: the evaluation artifact links to the run's page in the MLflow UI.
+        run_page = f"{mlflow_url}/#/experiments/{run['info']['experiment_id']}/runs/"
+        run_page += evaluated["run_id"]
+        artifacts = httpx.post(
+            f"{prefect_url}/api/artifacts/filter",
+            json={"artifacts": {"flow_run_id": {"any_": [flow_run_id]}}},
+        ).json()
+        assert any(run_page in (artifact["data"] or "") for artifact in artifacts)
+
+        # `ragcycle status` printed both links of the last evaluation.
+        last = status["last_evaluation"]
+        assert isinstance(last, dict)
+        assert last["mlflow_url"] == run_page
+        assert last["prefect_url"] == tags["prefect.flow_run_url"]
+    finally:
+        ui.send_signal(signal.SIGINT)
+        code = ui.wait(60)
+    assert code == 0
+    assert not port_taken(mlflow_port) and not port_taken(prefect_port)
