@@ -19,7 +19,7 @@ from flows.ingest import IngestRequest, ingest
 from tasks.challengers import Contender
 from tasks.tracking.runs import prefect_run_tags
 from tasks.versions import VersionRegistry
-from tasks.versions.records import built_tags, version_tags
+from tasks.versions.records import built_tags, quality_tags, version_tags
 
 __all__ = ["Built", "GroupRequest", "build_and_evaluate", "evaluate_champion"]
 
@@ -67,6 +67,7 @@ def build_and_evaluate(request: GroupRequest, label: str) -> list[Built]:
                 **{k.replace("prefect.", "prefect_"): v for k, v in prefect_run_tags().items()},
             },
             collection=collection,
+            run_id=request.parent_run_id,  # the reindex run: the version's source run
         )
         try:
             built = collection is None
@@ -101,6 +102,8 @@ def build_and_evaluate(request: GroupRequest, label: str) -> list[Built]:
                         experiment=request.experiment,
                     )
                 )
+                gated = [name.format(k="k") for name in contender.settings.lifecycle.gate]
+                request.registry.set_tags(version.version, **quality_tags(evaluation, gated))
         except BaseException as exc:
             request.registry.set_status(
                 version.version, "failed", failure=f"{type(exc).__name__}: {exc}"[:500]

@@ -21,7 +21,7 @@ from flows.monitor import MonitorRequest, monitor
 from flows.reindex import ReindexRequest, reindex
 from ragcycle.errors import DatasetError
 from ragcycle.settings import Settings
-from tasks.tracking.plots import plot_metric_history
+from tasks.tracking.plots import plot_quality_by_version
 
 __all__ = ["DEMO_COLLECTION", "DemoResult", "Narrator", "hold_back_one", "run_demo"]
 
@@ -119,10 +119,13 @@ def run_demo(
     )
     narrator.say(_metrics_line("before", before["metrics"]))
     narrator.say(_metrics_line("after ", after["metrics"]))
-    plot = plot_metric_history(
+    promotions = [first, triggered]
+    plot = plot_quality_by_version(
         settings.mlflow_tracking_uri,
         after["experiment"],
         PLOTTED_METRICS,
-        workdir / "gate_metrics.png",
+        workdir / "quality_by_version.png",
+        promoted=[int(p["version"]) for p in promotions if p.get("decision") == "promoted"],
+        log_to_run=after["run_id"],
     )
     return DemoResult(workdir, plot, before["metrics"], after["metrics"])

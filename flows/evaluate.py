@@ -216,6 +216,7 @@ def evaluate(request: EvaluateRequest) -> dict[str, Any]:
         },
         judge_metrics=judged,
         judge_source=judge_source(judge),
+        prompt_uri=prompt.uri,
     )
     run_id = log_evaluation_task(
         record, settings.mlflow_tracking_uri, settings.mlflow_artifact_location, scorers

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import signal
 import socket
 import subprocess
@@ -51,21 +52,34 @@ def port_taken(port: int) -> bool:
         return probe.connect_ex(("127.0.0.1", port)) == 0
 
 
-def test_ui_serves_both_uis_and_the_links_between_them_resolve(
+def test_the_demos_next_steps_work_as_printed_and_the_links_between_the_uis_resolve(
     sample_corpus: Path, tmp_path: Path
 ) -> None:
+    """Each command the demo prints at its end is run as printed, on an index named like the
+    demo's: ``ask``, ``index list``, then ``ui``, whose two servers must show the same runs
+    and link to each other (MLflow run -> Prefect flow run, Prefect artifact -> MLflow run)."""
+    from ragcycle.cli.lifecycle import demo_next_steps
+
     mlflow_port, prefect_port = free_port(), free_port()
     env = command_env(tmp_path / "data", mlflow_port, prefect_port)
     golden = tmp_path / "golden.jsonl"
     golden.write_text(
         "".join((REPO / "samples" / "golden.jsonl").read_text().splitlines(keepends=True)[:3])
     )
-    ragcycle("ingest", str(sample_corpus / "markdown"), env=env)
-    evaluated = ragcycle("eval", str(golden), env=env)
+    ragcycle("ingest", str(sample_corpus / "markdown"), "--collection", "demo", env=env)
+    evaluated = ragcycle("eval", str(golden), "--collection", "demo", env=env)
     status = ragcycle("status", env=env)
 
+    ask, versions, ui_command = demo_next_steps("How do I enable CORS?", None)
+    for command, expected in ((ask, "fastapi-cors.md"), (versions, "demo__v1")):
+        done = subprocess.run(
+            shlex.split(command), env=env, capture_output=True, text=True, timeout=300, check=False
+        )
+        assert done.returncode == 0, (command, done.stderr[-2000:])
+        assert expected in done.stdout, (command, done.stdout)
+
     ui = subprocess.Popen(
-        [sys.executable, "-m", "ragcycle.cli", "ui", "--json"],
+        shlex.split(ui_command),
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
@@ -73,12 +87,15 @@ def test_ui_serves_both_uis_and_the_links_between_them_resolve(
     )
     try:
         assert ui.stdout is not None
-        urls = json.loads(ui.stdout.readline())
-        mlflow_url, prefect_url = urls["mlflow"], urls["prefect"]
-        assert mlflow_url == f"http://127.0.0.1:{mlflow_port}"
-        assert prefect_url == f"http://127.0.0.1:{prefect_port}"
-        assert sorted(urls["started"]) == ["mlflow", "prefect"]
-
+        printed = []
+        for line in ui.stdout:
+            printed.append(line)
+            if "Ctrl-C stops both" in line:
+                break
+        mlflow_url = f"http://127.0.0.1:{mlflow_port}"
+        prefect_url = f"http://127.0.0.1:{prefect_port}"
+        assert any(f"mlflow UI  {mlflow_url}" in line for line in printed), printed
+        assert any(f"prefect UI  {prefect_url}" in line for line in printed), printed
         # MLflow -> Prefect: the evaluation run's flow-run link opens a flow run that exists.
         run = httpx.get(
             f"{mlflow_url}/api/2.0/mlflow/runs/get", params={"run_id": evaluated["run_id"]}
@@ -88,9 +105,24 @@ def test_ui_serves_both_uis_and_the_links_between_them_resolve(
         assert tags["prefect.flow_run_url"] == f"{prefect_url}/runs/flow-run/{flow_run_id}"
         flow_run = httpx.get(f"{prefect_url}/api/flow_runs/{flow_run_id}").json()
         assert flow_run["name"] == tags["prefect.flow_run_name"]
+        # Both UIs name the run by what it did: eval · version · role · golden set@digest.
+        assert run["info"]["run_name"].startswith("eval · v1 · adhoc · golden@")
+        assert flow_run["name"] == run["info"]["run_name"]
+        assert {"index:demo", "collection:demo__v1", "version:1"} <= set(flow_run["tags"])
         # The UI's page, as a browser asks for it (the server answers HTML navigations only).
         page = httpx.get(tags["prefect.flow_run_url"], headers={"Accept": "text/html"})
         assert page.status_code == 200 and "<html" in page.text
+
+        # The run names the prompt version it answered with (MLflow's prompt-to-run link), and
+        # that version is the one the registry marks as served.
+        assert json.loads(tags["mlflow.linkedPrompts"]) == [
+            {"name": "ragcycle-answer", "version": "1"}
+        ]
+        served = httpx.get(
+            f"{mlflow_url}/api/2.0/mlflow/registered-models/alias",
+            params={"name": "ragcycle-answer", "alias": "production"},
+        ).json()
+        assert served["model_version"]["version"] == "1"
 
         # Prefect -> MLflow: the evaluation artifact links to the run's page in the MLflow UI.
         run_page = f"{mlflow_url}/#/experiments/{run['info']['experiment_id']}/runs/"

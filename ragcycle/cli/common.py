@@ -165,12 +165,13 @@ def _global_options(
     """Options of every command; read back through the click context by :func:`fail`."""
 
 
-def registry_for(settings: Settings) -> Any:
+def registry_for(settings: Settings, index: str | None = None) -> Any:
+    """The versions of ``index`` (default: ``chroma.collection``)."""
     from tasks.tracking.runs import mlflow_client
     from tasks.versions import VersionRegistry
 
     mlflow_client(settings.mlflow_tracking_uri)
-    return VersionRegistry(settings.mlflow_tracking_uri, settings.chroma.collection)
+    return VersionRegistry(settings.mlflow_tracking_uri, index or settings.chroma.collection)
 
 
 def script_path(name: str) -> str:

@@ -273,9 +273,15 @@ def ui(config: ConfigOption = None, as_json: JsonOption = False) -> None:
 
 
 @index_app.command("list")
-def index_list(config: ConfigOption = None, as_json: JsonOption = False) -> None:
+def index_list(
+    collection: Annotated[
+        str | None, typer.Option(help="Index to list (default: chroma.collection).")
+    ] = None,
+    config: ConfigOption = None,
+    as_json: JsonOption = False,
+) -> None:
     """Every version of the index, with its status and aliases (champion = live)."""
-    versions = [v.as_dict() for v in registry_for(settings_for(config)).versions()]
+    versions = [v.as_dict() for v in registry_for(settings_for(config), collection).versions()]
     if as_json:
         typer.echo(jsonout.dumps(versions))
         return
@@ -360,13 +366,38 @@ def demo(
         )
     except RagcycleError as exc:
         raise fail(exc) from None
-    console.rule("[bold]Where to look")
-    data_dir = settings.data_dir.resolve()
+    console.rule("[bold]Next steps")
+    console.print(f"Plot of the gate metrics: {result.plot}")
+    ask, versions, uis = demo_next_steps(first_question(dataset), config)
     console.print(
-        f"Plot of the gate metrics: {result.plot}\n"
-        f"MLflow UI:  {script_path('mlflow')} ui --backend-store-uri {settings.mlflow_tracking_uri}"
-        f" --host 127.0.0.1 --port 5000   (http://127.0.0.1:5000)\n"
-        f"Prefect UI: PREFECT_HOME={settings.prefect_home} {script_path('prefect')} server start"
-        " --host 127.0.0.1   (http://127.0.0.1:4200)\n"
-        f"Index versions: {script_path('ragcycle')} index list   (data in {data_dir})"
+        f"Ask the demo's index:\n  {ask}\n"
+        f"Its versions:\n  {versions}\n"
+        f"Open the MLflow and Prefect UIs on these runs (Ctrl-C stops them):\n  {uis}",
+        soft_wrap=True,
     )
+
+
+def first_question(dataset: Path) -> str:
+    """The golden set's first question: one the demo's index can answer."""
+    import json
+
+    with dataset.open(encoding="utf-8") as lines:
+        for line in lines:
+            if line.strip():
+                return str(json.loads(line)["question"])
+    return "What is this corpus about?"
+
+
+def demo_next_steps(question: str, config: Path | None) -> list[str]:
+    """What to run after the demo, exactly as printed (a test runs each one)."""
+    import shlex
+
+    from flows.demo import DEMO_COLLECTION
+
+    ragcycle = script_path("ragcycle")
+    tail = f" --config {shlex.quote(str(config))}" if config else ""
+    return [
+        f"{ragcycle} ask {shlex.quote(question)} --collection {DEMO_COLLECTION}{tail}",
+        f"{ragcycle} index list --collection {DEMO_COLLECTION}{tail}",
+        f"{ragcycle} ui{tail}",
+    ]

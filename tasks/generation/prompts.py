@@ -102,12 +102,15 @@ def _register_default(name: str, template: str) -> Any:
     from mlflow.exceptions import MlflowException
 
     try:
-        return mlflow.genai.register_prompt(
+        registered = mlflow.genai.register_prompt(
             name,
             template=template,
             commit_message="ragcycle default answer prompt",
             tags={"created_by": "ragcycle"},
         )
+        # The version served when none is asked for carries the alias that says so.
+        mlflow.genai.set_prompt_alias(name, "production", int(registered.version))
+        return registered
     except MlflowException as exc:
         if "already exists" not in str(exc):
             raise

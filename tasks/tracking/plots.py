@@ -2,67 +2,105 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from tasks.tracking.runs import mlflow_client
 
-__all__ = ["plot_metric_history"]
+__all__ = ["VersionQuality", "plot_quality_by_version", "quality_by_version"]
 
 
-def _run_label(tags: dict[str, str]) -> str:
-    role = tags.get("ragcycle.role")
-    collection = tags.get("ragcycle.collection", "?")
-    return f"{collection} ({role})" if role else collection
+@dataclass(frozen=True)
+class VersionQuality:
+    """The newest evaluation of one index version, and whether it was judged as a candidate."""
+
+    version: int
+    metrics: dict[str, float]
+    candidate: bool
+    run_id: str
 
 
-def plot_metric_history(
-    tracking_uri: str, experiment: str, metrics: list[str], path: Path
+def quality_by_version(runs: Iterable[Any]) -> list[VersionQuality]:
+    """The newest evaluation run of each index version, by version number.
+
+    Runs come newest first (MLflow's order); a version evaluated again later (the champion
+    re-run beside a newer candidate) counts once, so the x axis is versions, not run order."""
+    newest: dict[int, VersionQuality] = {}
+    for run in runs:
+        tags = run.data.tags
+        number = tags.get("ragcycle.index_version", "")
+        if not number.isdigit() or int(number) in newest:
+            continue
+        newest[int(number)] = VersionQuality(
+            int(number),
+            dict(run.data.metrics),
+            tags.get("ragcycle.role", "").startswith("candidate"),
+            run.info.run_id,
+        )
+    return [newest[number] for number in sorted(newest)]
+
+
+def plot_quality_by_version(
+    tracking_uri: str,
+    experiment: str,
+    metrics: Sequence[str],
+    path: Path,
+    *,
+    promoted: Sequence[int] = (),
+    log_to_run: str | None = None,
 ) -> Path | None:
-    """A PNG of metrics over the evaluation runs of an experiment, oldest first, with each run's
-    index collection as the x label; also logged to MLflow on a small run of its own."""
+    """A PNG of ``metrics`` per index version (x = version; hollow markers: judged as a
+    candidate; dashed lines: promotions), logged as an artifact of ``log_to_run``."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    import mlflow
 
     client = mlflow_client(tracking_uri)
     found = client.get_experiment_by_name(experiment)
     if found is None:
         return None
-    runs = list(
-        reversed(
-            client.search_runs(
-                [found.experiment_id],
-                filter_string="tags.`ragcycle.kind` = 'evaluation'",
-                order_by=["attributes.start_time DESC"],
-                max_results=50,
-            )
+    versions = quality_by_version(
+        client.search_runs(
+            [found.experiment_id],
+            filter_string="tags.`ragcycle.kind` = 'evaluation'",
+            order_by=["attributes.start_time DESC"],
+            max_results=200,
         )
     )
-    if not runs:
+    if not versions:
         return None
-    figure, axis = plt.subplots(figsize=(9, 4.5))
-    positions = list(range(1, len(runs) + 1))
+    figure, axis = plt.subplots(figsize=(8, 4.5))
+    numbers = [v.version for v in versions]
     for name in metrics:
-        axis.plot(
-            positions,
-            [r.data.metrics.get(name, float("nan")) for r in runs],
-            marker="o",
-            label=name,
-        )
-    axis.set_xticks(positions)
-    axis.set_xticklabels([_run_label(r.data.tags) for r in runs], rotation=30, ha="right")
-    axis.set_ylim(0, 1.05)
+        line = axis.plot(
+            numbers, [v.metrics.get(name, float("nan")) for v in versions], label=name
+        )[0]
+        for quality in versions:
+            axis.plot(
+                quality.version,
+                quality.metrics.get(name, float("nan")),
+                marker="o",
+                markersize=8,
+                color=line.get_color(),
+                markerfacecolor="white" if quality.candidate else line.get_color(),
+            )
+    for number in promoted:
+        axis.axvline(number, color="grey", linestyle="--", linewidth=1)
+        axis.annotate(f"v{number} promoted", (number, 1.02), ha="center", fontsize=8, color="grey")
+    axis.set_xticks(numbers, [f"v{n}" for n in numbers])
+    axis.set_ylim(0, 1.08)
+    axis.set_xlabel("index version (hollow: evaluated as a candidate)")
     axis.set_ylabel("score")
-    axis.set_title(f"{experiment}: gate metrics per evaluation run")
+    axis.set_title(f"{experiment}: quality per index version")
     axis.grid(alpha=0.3)
     axis.legend(loc="lower right")
     figure.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=120)
     plt.close(figure)
-    with mlflow.start_run(experiment_id=found.experiment_id, run_name="metric-history"):
-        mlflow.set_tag("ragcycle.kind", "plot")
-        mlflow.log_artifact(str(path))
+    if log_to_run:
+        client.log_artifact(log_to_run, str(path))
     return path

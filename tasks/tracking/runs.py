@@ -9,10 +9,12 @@ is a run of its own, so the history of the index reads as a list of decisions.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import math
 import subprocess
 import sys
+import threading
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -121,6 +123,7 @@ class EvaluationRecord:
     judge_metrics: list[str] = field(default_factory=list)
     judge_source: str = ""  # model@prompt of the judge whose verdicts judge_metrics hold
     parent_run_id: str | None = None  # a reindex run whose challenger this evaluation is
+    prompt_uri: str | None = None  # prompts:/name/version the answers were written with
 
 
 def log_evaluation(
@@ -160,9 +163,18 @@ def log_evaluation(
             )
         mlflow.log_input(dataset, context="evaluation")
         mlflow.log_dict(jsonout.strict(record.report), "eval_report.json")
+        if record.prompt_uri:
+            # Shown as the run's "Registered prompts", and the run on the prompt's page.
+            with _prompt_link_lock():  # MLflow: linking is not thread-safe
+                mlflow.MlflowClient().link_prompt_version_to_run(run.info.run_id, record.prompt_uri)
         if genai_scorers:
             _genai_evaluate(record, genai_scorers)
         return str(run.info.run_id)
+
+
+@functools.cache
+def _prompt_link_lock() -> threading.Lock:
+    return threading.Lock()
 
 
 def _table_row(row: dict[str, Any]) -> dict[str, Any]:

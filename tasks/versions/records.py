@@ -8,7 +8,6 @@ corpus snapshot, so corpus drift keeps measuring against what the live version h
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -17,7 +16,13 @@ from ragcycle.settings import Settings
 from tasks.loading import discover_sources, hash_sources
 from tasks.monitoring import unindexed_tag
 from tasks.versions.config import serving_config
-from tasks.versions.registry import IndexVersion, VersionRegistry, corpus_snapshot, target_key
+from tasks.versions.registry import (
+    IndexVersion,
+    VersionRegistry,
+    corpus_snapshot,
+    target_key,
+    utc_timestamp,
+)
 
 __all__ = ["CorpusState", "begin_first_version", "built_tags", "corpus_state", "version_tags"]
 
@@ -65,7 +70,7 @@ def built_tags(
     """Tags that say what a finished build (or an ingest into the live version) holds."""
     return {
         "chunks": str(chunks),
-        "built_at": f"{time.time():.0f}",
+        "built_at": utc_timestamp(),
         "corpus_snapshot": corpus.snapshot,
         "sources": json.dumps(corpus.sources)[:_TAG_LIMIT],
         "target": target_key(corpus.snapshot, serving_config(settings)),
@@ -88,3 +93,16 @@ def begin_first_version(
             )
         return version
     return registry.register(version_tags(settings, corpus, FIRST_INGEST))
+
+
+def quality_tags(evaluation: Mapping[str, object], metrics: Sequence[str]) -> dict[str, str]:
+    """The evaluation a version was judged by, as tags on the version: its MLflow run and the
+    gate's metrics (``quality.<metric>``), so the registry page shows how good each version is."""
+    values = evaluation.get("metrics")
+    found = values if isinstance(values, Mapping) else {}
+    tags = {"eval_run_id": str(evaluation.get("run_id", ""))}
+    for name in metrics:
+        value = found.get(name)
+        if isinstance(value, float | int) and value == value:
+            tags[f"quality.{name}"] = f"{value:.4f}"
+    return tags

@@ -18,6 +18,7 @@ import socket
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlparse
 
@@ -38,9 +39,9 @@ logger = logging.getLogger(__name__)
 
 CHAMPION = "champion"
 PREVIOUS = "previous"
-HOLDS_COLLECTION = frozenset({"ready", "retired"})
+HOLDS_COLLECTION = frozenset({"ready", "previous", "retired"})
 # Versions whose collection must stay: being built, gated, served or kept for rollback.
-USES_COLLECTION = frozenset({"building", "ready", "live", "retired"})
+USES_COLLECTION = frozenset({"building", "ready", "live", "previous", "retired"})
 
 
 @dataclass(frozen=True)
@@ -216,7 +217,7 @@ class VersionRegistry:
                 "status": "building",
                 "host": socket.gethostname(),
                 "pid": str(os.getpid()),
-                "started_at": f"{time.time():.0f}",
+                "started_at": utc_timestamp(),
             },
         )
         number = int(model_version.version)
@@ -244,17 +245,21 @@ class VersionRegistry:
     def promote(self, version: int) -> IndexVersion:
         """Make ``version`` live; the live one becomes ``previous``. One alias write each."""
         chosen = self.get(version)
-        if chosen.status not in {"ready", "live", "retired"}:
+        if chosen.status not in {"ready", "live", "previous", "retired"}:
             raise ConfigError(f"version {version} is {chosen.status}, not a ready index")
         current = self.live()
         if current is not None and current.version == version:
             return chosen
+        earlier = self.by_alias(PREVIOUS)
         if current is not None:
             self.client.set_registered_model_alias(self.model_name, PREVIOUS, str(current.version))
         self.client.set_registered_model_alias(self.model_name, CHAMPION, str(version))
-        self.set_status(version, "live", promoted_at=f"{time.time():.0f}")
+        self.set_status(version, "live", promoted_at=utc_timestamp())
+        # The status says what the aliases say: the one rollback returns to is "previous".
         if current is not None:
-            self.set_status(current.version, "retired")
+            self.set_status(current.version, "previous", retired_at=utc_timestamp())
+        if earlier is not None and earlier.version not in {version, getattr(current, "version", 0)}:
+            self.set_status(earlier.version, "retired")
         return self.get(version)
 
     def rollback(self) -> IndexVersion:
@@ -270,7 +275,7 @@ class VersionRegistry:
         On this host the builder's pid tells; elsewhere a build is presumed alive until the
         timeout, after which it counts as abandoned.
         """
-        started = float(version.tags.get("started_at", "0") or 0)
+        started = epoch_seconds(version.tags.get("started_at", ""))
         if time.time() - started > timeout_seconds:
             return False
         if version.tags.get("host") == socket.gethostname():
@@ -312,6 +317,22 @@ class VersionRegistry:
             self.set_status(version.version, "deleted")
             deleted.append(version.version)
         return deleted
+
+
+def utc_timestamp() -> str:
+    """Now as ISO 8601 in UTC, to the second: what a person reads in the registry's tags."""
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def epoch_seconds(stamp: str) -> float:
+    """Seconds since the epoch of a tag written by :func:`utc_timestamp`, or by registries from
+    before it (plain epoch seconds); 0 for none."""
+    if not stamp:
+        return 0.0
+    try:
+        return float(stamp)
+    except ValueError:
+        return datetime.fromisoformat(stamp).timestamp()
 
 
 def collection_source(collection: str) -> str:

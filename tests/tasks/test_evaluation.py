@@ -238,3 +238,46 @@ def test_page_metrics_count_every_served_chunk_not_only_each_documents_best() ->
     assert page_hit_and_recall([("guide.pdf", 2, 8)], expected) == (1.0, 1.0)
     hit, recall = page_hit_and_recall(served, {})
     assert math.isnan(hit) and math.isnan(recall)
+
+
+def test_quality_plot_has_one_point_per_index_version_on_the_run_it_belongs_to(
+    tmp_path: Path,
+) -> None:
+    """x is the index version, not run order: the champion re-evaluated after a newer
+    candidate counts once (its newest run); the PNG lands on the given run, and no run of its
+    own is made for it."""
+    import mlflow
+
+    from tasks.tracking.plots import plot_quality_by_version
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    mlflow.set_tracking_uri(uri)
+    experiment = mlflow.create_experiment("quality", artifact_location=(tmp_path / "a").as_uri())
+    ids = []
+    for version, role, score in (
+        ("1", "", 0.5),
+        ("2", "candidate configured", 0.8),
+        ("1", "champion", 0.55),
+    ):
+        with mlflow.start_run(experiment_id=experiment) as run:
+            mlflow.set_tags({"ragcycle.kind": "evaluation", "ragcycle.index_version": version})
+            if role:
+                mlflow.set_tag("ragcycle.role", role)
+            mlflow.log_metric("mrr", score)
+            ids.append(run.info.run_id)
+
+    from tasks.tracking.plots import quality_by_version
+
+    client = mlflow.MlflowClient(uri)
+    runs = client.search_runs([experiment], order_by=["attributes.start_time DESC"])
+    found = quality_by_version(runs)
+    assert [(q.version, q.metrics["mrr"], q.candidate) for q in found] == [
+        (1, 0.55, False),
+        (2, 0.8, True),
+    ]
+    path = plot_quality_by_version(
+        uri, "quality", ["mrr"], tmp_path / "q.png", promoted=[2], log_to_run=ids[-1]
+    )
+    assert path is not None and path.read_bytes()[:4] == b"\x89PNG"
+    assert [a.path for a in client.list_artifacts(ids[-1])] == ["q.png"]
+    assert len(client.search_runs([experiment])) == 3

@@ -66,3 +66,39 @@ def test_a_version_killed_before_its_collection_tag_still_names_its_collection(
     assert registry.get(1).collection == "docs__v1"
     registry.client.create_model_version(registry.model_name, source="chroma:///docs__v7")
     assert registry.get(2).collection == "docs__v7"  # an older registry's source names it
+
+
+def test_the_registry_reads_like_its_aliases_with_times_a_person_can_read(tmp_path: Path) -> None:
+    """The status tag agrees with the aliases: the rollback target is "previous", not
+    "retired"; times are ISO 8601, and tags of older registries (epoch seconds) still parse."""
+    from datetime import datetime
+
+    from tasks.versions.registry import epoch_seconds
+
+    registry = VersionRegistry(f"sqlite:///{tmp_path / 'mlflow.db'}", "docs")
+    for number in (1, 2, 3):
+        registry.register({"target": f"t{number}"})
+        registry.set_status(number, "ready")
+    registry.promote(1)
+    registry.promote(2)
+    registry.promote(3)
+    statuses = {v.version: (v.status, v.aliases) for v in registry.versions()}
+    assert statuses == {
+        1: ("retired", ()),
+        2: ("previous", ("previous",)),
+        3: ("live", ("champion",)),
+    }
+
+    registry.rollback()
+    statuses = {v.version: (v.status, v.aliases) for v in registry.versions()}
+    assert statuses == {
+        1: ("retired", ()),
+        2: ("live", ("champion",)),
+        3: ("previous", ("previous",)),
+    }
+
+    promoted = registry.get(2).tags["promoted_at"]
+    assert datetime.fromisoformat(promoted).tzinfo is not None
+    assert abs(epoch_seconds(promoted) - datetime.now().timestamp()) < 120
+    assert epoch_seconds("1700000000") == 1_700_000_000.0  # a tag from an older registry
+    assert epoch_seconds("") == 0.0
