@@ -25,7 +25,15 @@ from ragcycle.errors import RagcycleError
 from ragcycle.runtime import library_environment
 from ragcycle.settings import Settings
 
-__all__ = ["UiServer", "free_port", "running_uis", "ui_servers", "wait_for_exit"]
+__all__ = [
+    "UiServer",
+    "answers",
+    "free_port",
+    "running_uis",
+    "stop_process_group",
+    "ui_servers",
+    "wait_for_exit",
+]
 
 
 @dataclass
@@ -160,7 +168,7 @@ def _wait_healthy(
                     f"the {server.name} UI server exited with {process.returncode}: see"
                     f" {log_dir / f'{server.name}-ui.log'}"
                 )
-        waiting = [server for server in waiting if not _answers(server.health)]
+        waiting = [server for server in waiting if not answers(server.health)]
         if waiting and time.monotonic() > deadline:
             names = ", ".join(f"{s.name} ({s.health})" for s in waiting)
             raise RagcycleError(f"no answer from {names} after {timeout:.0f} s (logs in {log_dir})")
@@ -168,7 +176,8 @@ def _wait_healthy(
             time.sleep(0.5)
 
 
-def _answers(url: str) -> bool:
+def answers(url: str) -> bool:
+    """Whether ``url`` answers 200 now (a health check)."""
     try:
         return httpx.get(url, timeout=3).status_code == 200
     except httpx.HTTPError:

@@ -17,6 +17,8 @@ from typing import Any
 
 import httpx
 
+from ragcycle.ui import answers
+
 BIN = Path(sys.executable).parent
 
 
@@ -64,13 +66,6 @@ def wait_healthy(
             return
         time.sleep(0.3)
     raise RuntimeError(f"{process.args} not healthy after {timeout} s:\n{tail(log)}")
-
-
-def answers(url: str) -> bool:
-    try:
-        return httpx.get(url, timeout=2).status_code == 200
-    except httpx.HTTPError:
-        return False
 
 
 def stop(process: subprocess.Popen[bytes]) -> None:
