@@ -319,7 +319,7 @@ def _record(
         settings.mlflow_tracking_uri,
         settings.mlflow_artifact_location,
         experiment,
-        f"Reindex of {settings.chroma.collection}",
+        f"{settings.chroma.collection}: {name}",  # names the version it promoted, if any
         decision,
         reasons,
         params,

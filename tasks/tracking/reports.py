@@ -130,6 +130,11 @@ class IngestReport:
 
 def ingest_report_markdown(report: IngestReport) -> str:
     """The report as Markdown tables, for the Prefect UI."""
+    # The table above the "Not indexed" list counts what that list shows: failed and skipped
+    # apart (the JSON's "failed" counts both, as "not indexed").
+    documents = {key: value for key, value in report.documents.items() if key != "failed"}
+    for status in ("failed", "skipped"):
+        documents[status] = sum(item["status"] == status for item in report.failed)
     lines = [
         f"# Ingest into `{report.collection}`",
         "",
@@ -137,7 +142,7 @@ def ingest_report_markdown(report: IngestReport) -> str:
         "",
         "| documents | count |",
         "|---|---:|",
-        *(f"| {key} | {value} |" for key, value in report.documents.items()),
+        *(f"| {key} | {value} |" for key, value in documents.items()),
         "",
         "| chunks | count |",
         "|---|---:|",
@@ -239,10 +244,17 @@ def decision_markdown(
         lines += ["", "| metric | candidate | live | verdict |", "|---|---:|---:|---|"]
         for row in table:
             lines.append(
-                f"| {row['metric']} | {row.get('candidate', float('nan')):.4f} |"
-                f" {row.get('live', float('nan')):.4f} | {row.get('verdict', '')} |"
+                f"| {row['metric']} | {_cell(row.get('candidate'))} | {_cell(row.get('live'))}"
+                f" | {row.get('verdict', '')} |"
             )
     return "\n".join(lines) + "\n"
+
+
+def _cell(value: Any) -> str:
+    """A number to four places; a dash where there is none (no live version to compare)."""
+    if isinstance(value, int | float) and math.isfinite(value):
+        return f"{value:.4f}"
+    return "—"
 
 
 def publish_decision(

@@ -179,3 +179,36 @@ def test_content_hash_follows_bytes(tmp_path: Path) -> None:
     first = load_document(source(path)).content_hash
     path.write_text("one two three!")
     assert load_document(source(path)).content_hash != first
+
+
+def test_the_ingest_report_counts_failed_and_skipped_files_as_its_list_shows_them() -> None:
+    """Regression: the Prefect artifact said "failed 3" above a list of 2 failed, 1 skipped."""
+    from tasks.loading import LoadFailure
+    from tasks.tracking.reports import IngestReport, ingest_report_markdown
+
+    report = IngestReport(collection="docs")
+    report.record_failures(
+        [
+            LoadFailure("a.pdf", "a.pdf", "not a PDF"),
+            LoadFailure("b.pdf", "b.pdf", "encrypted"),
+            LoadFailure("big.txt", "big.txt", "over the size limit", status="skipped"),
+        ]
+    )
+    markdown = ingest_report_markdown(report)
+    assert "| failed | 2 |" in markdown and "| skipped | 1 |" in markdown
+    assert "| failed | 3 |" not in markdown
+    assert report.as_dict()["documents"]["failed"] == 3  # the JSON counts every file not indexed
+
+
+def test_a_decision_for_a_first_build_shows_no_number_where_there_is_no_live_version() -> None:
+    """Regression: the decision artifact read ``live nan`` for a first build."""
+    from tasks.tracking.reports import decision_markdown
+
+    markdown = decision_markdown(
+        "docs: reindex · v1 promoted",
+        "promoted",
+        [],
+        [{"metric": "mrr", "candidate": 0.8125, "live": float("nan"), "verdict": "no live"}],
+    )
+    assert "| mrr | 0.8125 | — | no live |" in markdown
+    assert "nan" not in markdown and "v1 promoted" in markdown
