@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from collections.abc import Mapping
+from pathlib import Path
 
 from ragcycle.settings import Settings
 
@@ -138,3 +140,8 @@ def start_local_prefect(settings: Settings, wait_seconds: float = 300) -> None:
     lock = FileLock(settings.prefect_home / "start.lock", timeout=wait_seconds)
     with lock, get_client(sync_client=True) as client:
         client.api_healthcheck()
+
+
+def script_path(name: str) -> str:
+    """A console script installed beside this interpreter, not whichever is first on PATH."""
+    return str(Path(sys.executable).parent / name)

@@ -12,7 +12,6 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -22,7 +21,7 @@ from pathlib import Path
 import httpx
 
 from ragcycle.errors import RagcycleError
-from ragcycle.runtime import library_environment
+from ragcycle.runtime import library_environment, script_path
 from ragcycle.settings import Settings
 
 __all__ = [
@@ -69,11 +68,6 @@ def free_port(host: str, preferred: int) -> int:
     raise RagcycleError(f"no free port on {host}")
 
 
-def _console_script(name: str) -> str:
-    """The script of this environment, not whichever is first on PATH."""
-    return str(Path(sys.executable).parent / name)
-
-
 def ui_servers(settings: Settings) -> list[UiServer]:
     """The MLflow and Prefect UIs for ``settings``: local servers to start, or remote ones."""
     host, ui = settings.ui.host, settings.ui
@@ -86,11 +80,13 @@ def ui_servers(settings: Settings) -> list[UiServer]:
     else:
         port = free_port(host, ui.mlflow_port)
         url = f"http://{host}:{port}"
+        artifact_root = settings.mlflow_artifact_location
         command = [
-            _console_script("mlflow"),
+            script_path("mlflow"),
             "server",
             "--backend-store-uri",
             settings.mlflow_tracking_uri,
+            *(["--default-artifact-root", artifact_root] if artifact_root else []),
             # Runs keep their own artifact location (a folder under the data dir), read in place.
             "--no-serve-artifacts",
             "--host",
@@ -100,8 +96,6 @@ def ui_servers(settings: Settings) -> list[UiServer]:
             "--workers",
             "1",
         ]
-        if settings.mlflow_artifact_location:
-            command[4:4] = ["--default-artifact-root", settings.mlflow_artifact_location]
         servers.append(UiServer("mlflow", url, f"{url}/health", command, env, ui.mlflow_port))
     if settings.prefect.api_url:
         url = settings.prefect_ui_url
@@ -110,7 +104,7 @@ def ui_servers(settings: Settings) -> list[UiServer]:
         port = free_port(host, ui.prefect_port)
         url = f"http://{host}:{port}"
         command = [
-            _console_script("prefect"),
+            script_path("prefect"),
             "server",
             "start",
             "--host",
@@ -184,9 +178,13 @@ def answers(url: str) -> bool:
         return False
 
 
-def stop_process_group(process: subprocess.Popen[bytes]) -> None:
-    """SIGTERM the process group, then SIGKILL what is left after 10 s."""
-    for sig in (signal.SIGTERM, signal.SIGKILL):
+def stop_process_group(
+    process: subprocess.Popen[bytes],
+    steps: Sequence[tuple[signal.Signals, float]] = ((signal.SIGTERM, 10), (signal.SIGKILL, 5)),
+) -> None:
+    """Send each signal of ``steps`` to the process group in turn, waiting its seconds, until
+    the process has exited."""
+    for sig, wait in steps:
         if process.poll() is not None:
             return
         try:
@@ -194,7 +192,7 @@ def stop_process_group(process: subprocess.Popen[bytes]) -> None:
         except ProcessLookupError:
             return
         try:
-            process.wait(10)
+            process.wait(wait)
         except subprocess.TimeoutExpired:
             continue
 

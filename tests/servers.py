@@ -17,7 +17,7 @@ from typing import Any
 
 import httpx
 
-from ragcycle.ui import answers
+from ragcycle.ui import answers, stop_process_group
 
 BIN = Path(sys.executable).parent
 
@@ -70,17 +70,7 @@ def wait_healthy(
 
 def stop(process: subprocess.Popen[bytes]) -> None:
     """SIGTERM the whole process group, then SIGINT, then SIGKILL (Prefect workers need both)."""
-    for sig, wait in ((signal.SIGTERM, 10), (signal.SIGINT, 5), (signal.SIGKILL, 5)):
-        if process.poll() is not None:
-            return
-        try:
-            os.killpg(process.pid, sig)
-        except ProcessLookupError:
-            return
-        try:
-            process.wait(wait)
-        except subprocess.TimeoutExpired:
-            continue
+    stop_process_group(process, ((signal.SIGTERM, 10), (signal.SIGINT, 5), (signal.SIGKILL, 5)))
 
 
 def tail(log: Path, lines: int = 40) -> str:

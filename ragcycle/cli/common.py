@@ -11,7 +11,7 @@ import typer
 from rich.console import Console
 
 from ragcycle.errors import RagcycleError
-from ragcycle.runtime import configure_environment
+from ragcycle.runtime import configure_environment, script_path
 from ragcycle.settings import Settings, load_settings
 
 __all__ = [
@@ -172,10 +172,3 @@ def registry_for(settings: Settings, index: str | None = None) -> Any:
 
     mlflow_client(settings.mlflow_tracking_uri)
     return VersionRegistry(settings.mlflow_tracking_uri, index or settings.chroma.collection)
-
-
-def script_path(name: str) -> str:
-    """The path of a console script installed beside this interpreter."""
-    import sys
-
-    return str(Path(sys.executable).parent / name)
