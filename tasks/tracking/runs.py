@@ -102,6 +102,11 @@ def prefect_run_tags() -> dict[str, str]:
 def run_url(ui_url: str, tracking_uri: str, run_id: str) -> str:
     """The MLflow UI page of ``run_id``, for links from Prefect artifacts and the CLI."""
     experiment_id = mlflow_client(tracking_uri).get_run(run_id).info.experiment_id
+    return run_page(ui_url, experiment_id, run_id)
+
+
+def run_page(ui_url: str, experiment_id: str, run_id: str) -> str:
+    """The MLflow UI's address of a run whose experiment is known."""
     return f"{ui_url.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
 
 
@@ -400,9 +405,7 @@ def latest_runs(tracking_uri: str, prefix: str, ui_url: str | None = None) -> di
                 "metrics": dict(run.data.metrics),
                 "params": {k: v for k, v in run.data.params.items() if k in {"drift", "reason"}},
                 "mlflow_url": (
-                    f"{ui_url}/#/experiments/{run.info.experiment_id}/runs/{run.info.run_id}"
-                    if ui_url
-                    else None
+                    run_page(ui_url, run.info.experiment_id, run.info.run_id) if ui_url else None
                 ),
                 "prefect_url": run.data.tags.get("prefect.flow_run_url"),
             }
