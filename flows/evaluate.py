@@ -37,6 +37,7 @@ from tasks.tracking.runs import (
     mlflow_client,
     run_url,
 )
+from tasks.tracking.wandb_mirror import evaluation_run, mirror_evaluation_task
 from tasks.versions import config_summary, resolve_serving, serving_config
 
 __all__ = ["EvaluateRequest", "evaluate"]
@@ -221,13 +222,30 @@ def evaluate(request: EvaluateRequest) -> dict[str, Any]:
     run_id = log_evaluation_task(
         record, settings.mlflow_tracking_uri, settings.mlflow_artifact_location, scorers
     )
+    page = run_url(settings.mlflow_ui_url, settings.mlflow_tracking_uri, run_id)
     publish_evaluation(
         f"eval-{golden.name}",
         f"Evaluation of {golden.name} on {index.name}",
         summary.metrics,
         summary.ci,
-        run_url(settings.mlflow_ui_url, settings.mlflow_tracking_uri, run_id),
+        page,
     )
+    if settings.wandb.enabled:
+        mirror_evaluation_task(
+            settings.wandb,
+            evaluation_run(
+                name=run_name,
+                experiment=experiment,
+                params=params,
+                metrics=summary.metrics,
+                ci=summary.ci,
+                rows=rows,
+                tags=record.tags,
+                mlflow_run_id=run_id,
+                mlflow_url=page,
+            ),
+            settings.data_dir,
+        )
     logger.info(
         "Evaluation run %s: %d questions, %s",
         run_id,

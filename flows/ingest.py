@@ -41,7 +41,7 @@ from tasks.locking import writer_lock
 from tasks.retrying import worth_retrying
 from tasks.tracking.flow_runs import describe_flow_run, run_tags
 from tasks.tracking.reports import IngestReport, StageTimer, publish_ingest_report
-from tasks.tracking.runs import mlflow_client
+from tasks.tracking.runs import log_lifecycle_decision, mlflow_client, start_lifecycle_run
 from tasks.versions import VersionRegistry, resolve_serving
 from tasks.versions.records import CorpusState, begin_first_version, built_tags, corpus_state
 
@@ -181,7 +181,25 @@ def _finish_first_version(
     failed = [item["doc_id"] for item in report.failed]
     tags = built_tags(corpus, report.chunks["total"], failed, settings)
     registry.set_status(number, "ready", **tags)
-    registry.promote(number)
+    promoted = registry.promote(number)
+    if promoted.run_id:
+        # The version's source run says what happened: built from the first ingest, promoted.
+        log_lifecycle_decision(
+            tracking_uri=settings.mlflow_tracking_uri,
+            artifact_location=settings.mlflow_artifact_location,
+            experiment=_lifecycle_experiment(settings),
+            decision="promote",
+            reasons=[f"first ingest of {registry.index_name}: version {number} is live"],
+            params={"index": registry.index_name, "collection": promoted.collection},
+            table=[],
+            run_id=promoted.run_id,
+            run_name=f"ingest · {registry.index_name} v{number} promoted",
+            extra={"ingest": report.as_dict()},
+        )
+
+
+def _lifecycle_experiment(settings: Settings) -> str:
+    return f"{settings.mlflow.experiment_prefix}-lifecycle"
 
 
 @flow(name="ingest", log_prints=False)
@@ -210,7 +228,17 @@ def _ingest(request: IngestRequest, settings: Settings) -> dict[str, Any]:
         # The first ingest of an index is its version 1, live once written: one path into the
         # index, so reindex, rollback and the monitor have a version to work from.
         corpus = corpus_state(paths, settings.ingest.extensions)
-        created = begin_first_version(registry, settings, corpus)
+        created = begin_first_version(
+            registry,
+            settings,
+            corpus,
+            source_run=lambda: start_lifecycle_run(
+                settings.mlflow_tracking_uri,
+                settings.mlflow_artifact_location,
+                _lifecycle_experiment(settings),
+                f"ingest · {serving.index}",
+            ),
+        )
         logger.info("First ingest of %s: building version %d", serving.collection, created.version)
         target = created.collection
     else:

@@ -33,6 +33,7 @@ from tasks.monitoring import (
 )
 from tasks.promotion import gate_names
 from tasks.tracking.flow_runs import describe_flow_run, run_tags
+from tasks.tracking.plots import plot_quality_over_time
 from tasks.tracking.runs import mlflow_client, record_decision_task
 from tasks.versions import resolve_serving
 
@@ -137,7 +138,7 @@ def monitor(request: MonitorRequest) -> dict[str, Any]:
         "evaluation_run": result["run_id"],
         "drift": checks.drift,
     }
-    record_decision_task(
+    decision_run = record_decision_task(
         settings.mlflow_tracking_uri,
         settings.mlflow_artifact_location,
         f"{settings.mlflow.experiment_prefix}-lifecycle",
@@ -148,6 +149,16 @@ def monitor(request: MonitorRequest) -> dict[str, Any]:
         checks.table,
         run_name=f"monitor · {checks.decision}",
         ui_url=settings.mlflow_ui_url,
+        mirror=settings.wandb,
+        mirror_dir=settings.data_dir,
+    )
+    # The live index's quality across monitor runs, on the run of this verdict.
+    plot_quality_over_time(
+        settings.mlflow_tracking_uri,
+        result["experiment"],
+        sorted(set(tolerances) | set(thresholds)),
+        settings.data_dir / "plots" / f"monitor-{settings.chroma.collection}.png",
+        log_to_run=decision_run,
     )
     describe_flow_run(
         f"monitor · {checks.decision}",

@@ -45,6 +45,7 @@ from ragcycle.settings.stores import (
     MlflowSettings,
     PrefectSettings,
     UiSettings,
+    WandbSettings,
 )
 
 __all__ = [
@@ -70,6 +71,7 @@ __all__ = [
     "Settings",
     "TracingSettings",
     "UiSettings",
+    "WandbSettings",
     "load_settings",
     "merge_nested",
 ]
@@ -112,6 +114,7 @@ class Settings(BaseSettings):
     prefect: PrefectSettings = PrefectSettings()
     api: ApiSettings = ApiSettings()
     ui: UiSettings = UiSettings()
+    wandb: WandbSettings = WandbSettings()
 
     @classmethod
     def settings_customise_sources(

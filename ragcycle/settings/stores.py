@@ -157,3 +157,19 @@ class UiSettings(BaseModel):
     host: str = Field("127.0.0.1", description="interface both UIs listen on")
     mlflow_port: int = Field(5000, ge=1, le=65535, description="MLflow UI port, if free")
     prefect_port: int = Field(4200, ge=1, le=65535, description="Prefect UI port, if free")
+
+
+class WandbSettings(BaseModel):
+    """An optional mirror of evaluation and lifecycle runs in Weights & Biases.
+
+    MLflow stays the system of record (the gate, the monitor and the registry read it); the
+    mirror is for teams whose dashboards live in W&B. ``offline`` writes runs under ``dir``
+    for a later ``wandb sync``, with no network; ``online`` needs ``api_key``.
+    """
+
+    enabled: bool = Field(False, description="mirror runs to W&B (needs the wandb extra)")
+    project: str = Field("ragcycle", description="W&B project the runs go to")
+    entity: str | None = Field(None, description="W&B team or user (default: the key's own)")
+    mode: Literal["offline", "online"] = Field("offline", description="offline: no network")
+    dir: Path | None = Field(None, description="where runs are written (default: <data_dir>)")
+    api_key: SecretStr | None = Field(None, description="online mode's key (secret: env only)")

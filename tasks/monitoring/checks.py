@@ -21,6 +21,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from tasks.indexing.store import DocumentState
+from tasks.tracking.metric_names import read_metric
 
 __all__ = [
     "CheckResult",
@@ -163,7 +164,8 @@ def baseline_metrics(
     )[:runs]
     baseline: dict[str, float] = {}
     for name in metrics:
-        values = [run.data.metrics[name] for run in history if name in run.data.metrics]
+        read = (read_metric(run.data.metrics, name) for run in history)
+        values = [value for value in read if not math.isnan(value)]
         if values:
             baseline[name] = float(statistics.median(values))
     return baseline

@@ -24,8 +24,11 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from ragcycle import jsonout
+from ragcycle.settings import WandbSettings
 from tasks.retrying import worth_retrying
+from tasks.tracking.metric_names import logged_metrics, logged_name
 from tasks.tracking.reports import publish_decision
+from tasks.tracking.wandb_mirror import mirror_decision
 
 __all__ = [
     "EvaluationRecord",
@@ -145,17 +148,12 @@ def log_evaluation(
     import pandas as pd
 
     experiment_id = ensure_experiment(record.experiment, artifact_location, tracking_uri)
-    metrics = {k: v for k, v in record.metrics.items() if math.isfinite(v)}
-    for name, (low, high) in record.ci.items():
-        if math.isfinite(low) and math.isfinite(high):
-            metrics[f"{name}_ci_low"] = low
-            metrics[f"{name}_ci_high"] = high
     with mlflow.start_run(
         experiment_id=experiment_id, run_name=record.run_name, parent_run_id=record.parent_run_id
     ) as run:
         mlflow.set_tags({**record.tags, **prefect_run_tags(), "git_sha": git_sha()})
         mlflow.log_params({k: str(v)[:6000] for k, v in record.params.items()})
-        mlflow.log_metrics(metrics)
+        mlflow.log_metrics(logged_metrics(record.metrics, record.ci))
         table = pd.DataFrame([_table_row(row) for row in record.rows])
         mlflow.log_table(data=table, artifact_file="eval_questions.json")
         with warnings.catch_warnings():
@@ -173,7 +171,7 @@ def log_evaluation(
             with _prompt_link_lock():  # MLflow: linking is not thread-safe
                 mlflow.MlflowClient().link_prompt_version_to_run(run.info.run_id, record.prompt_uri)
         if genai_scorers:
-            _genai_evaluate(record, genai_scorers)
+            _genai_evaluate(record, genai_scorers, dataset)
         return str(run.info.run_id)
 
 
@@ -189,16 +187,21 @@ def _table_row(row: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _genai_evaluate(record: EvaluationRecord, names: list[str]) -> None:
+def _genai_evaluate(record: EvaluationRecord, names: list[str], dataset: Any) -> None:
     """Record rows with MLflow's GenAI evaluation; scorers read the scores computed already.
 
     Code metrics become assessments of source CODE; judge verdicts become assessments of source
     LLM_JUDGE naming the judge model and prompt, so MLflow's evaluation views show both kinds
-    side by side on each row's trace.
+    side by side on each row's trace. The run's metrics are logged once, by
+    :func:`log_evaluation` (scorers aggregate nothing: no ``x/mean`` twins), and its one dataset
+    input stays the golden set (``dataset``), not a second anonymous ``dataset``.
     """
     import mlflow
+    import pandas as pd
     from mlflow.entities import AssessmentSource, AssessmentSourceType, Feedback
+    from mlflow.genai.datasets.evaluation_dataset import compute_records_sha256
     from mlflow.genai.scorers import scorer
+    from mlflow.utils.mlflow_tags import MLFLOW_GENAI_EVALUATE_DATASET_IDENTITY
 
     everything = [*names, *record.judge_metrics]
     traced = all(row.get("trace_id") for row in record.rows)
@@ -218,7 +221,7 @@ def _genai_evaluate(record: EvaluationRecord, names: list[str]) -> None:
         def read(outputs: dict[str, Any] | None, trace: Any) -> float | None:
             return value_of(key_of(outputs, trace), name)
 
-        return scorer(name=name)(read)
+        return scorer(name=name, aggregations=[])(read)
 
     def judge_metric(name: str) -> Any:
         source = AssessmentSource(
@@ -229,7 +232,7 @@ def _genai_evaluate(record: EvaluationRecord, names: list[str]) -> None:
             value = value_of(key_of(outputs, trace), name)
             return None if value is None else Feedback(name=name, value=value, source=source)
 
-        return scorer(name=name)(read)
+        return scorer(name=name, aggregations=[])(read)
 
     # The answers' own traces (retrieve, generate and guardrail spans) when the evaluation
     # traced them; otherwise MLflow makes a bare trace per row.
@@ -252,9 +255,22 @@ def _genai_evaluate(record: EvaluationRecord, names: list[str]) -> None:
         for i, row in enumerate(record.rows)
     ]
     scorers = [code_metric(n) for n in names] + [judge_metric(n) for n in record.judge_metrics]
+    # MLflow's own way to say which dataset a frame is (what EvaluationDataset.to_df attaches):
+    # with it, evaluate() logs the golden set's input again (deduplicated) instead of its own.
+    frame = pd.DataFrame(data)
+    entity = dataset._to_mlflow_entity()
+    frame.attrs[MLFLOW_GENAI_EVALUATE_DATASET_IDENTITY] = {
+        "name": entity.name,
+        "digest": entity.digest,
+        "source_type": entity.source_type,
+        "source": entity.source,
+        "schema": entity.schema,
+        "profile": entity.profile,
+        "records_sha256": compute_records_sha256(frame),
+    }
     # MLflow prints an "Evaluation completed" banner to stdout, where `--json` output goes.
     with contextlib.redirect_stdout(sys.stderr):
-        mlflow.genai.evaluate(data=data, scorers=scorers)
+        mlflow.genai.evaluate(data=frame, scorers=scorers)
 
 
 @task(
@@ -330,7 +346,7 @@ def log_lifecycle_decision(
             for column in ("candidate", "live", "value"):
                 value = row.get(column)
                 if isinstance(value, float) and math.isfinite(value):
-                    mlflow.log_metric(f"{column}.{row['metric']}", value)
+                    mlflow.log_metric(f"{column}/{logged_name(row['metric'])}", value)
         mlflow.log_dict(
             jsonout.strict(
                 {"decision": decision, "reasons": reasons, "table": table, **(extra or {})}
@@ -360,9 +376,12 @@ def record_decision_task(
     run_name: str | None = None,
     extra: dict[str, Any] | None = None,
     ui_url: str | None = None,
+    mirror: WandbSettings | None = None,
+    mirror_dir: Path | None = None,
 ) -> str:
     """The decision as an MLflow run and a Markdown artifact on the flow run (linking to the
-    run's page under ``ui_url``, the MLflow UI, when given)."""
+    run's page under ``ui_url``, the MLflow UI, when given); also a W&B run when ``mirror``
+    is enabled."""
     run_id = log_lifecycle_decision(
         tracking_uri=tracking_uri,
         artifact_location=artifact_location,
@@ -377,6 +396,18 @@ def record_decision_task(
     )
     link = run_url(ui_url, tracking_uri, run_id) if ui_url else None
     publish_decision(experiment, title, decision, reasons, table, link)
+    if mirror is not None and mirror.enabled:
+        mirror_decision(
+            mirror,
+            name=run_name or decision,
+            experiment=experiment,
+            decision=decision,
+            reasons=reasons,
+            params=params,
+            table=table,
+            mlflow_run_id=run_id,
+            default_dir=mirror_dir or Path("."),
+        )
     return run_id
 
 
@@ -402,7 +433,7 @@ def latest_runs(tracking_uri: str, prefix: str, ui_url: str | None = None) -> di
                 "run_id": run.info.run_id,
                 "decision": run.data.tags.get("decision"),
                 "collection": run.data.tags.get("ragcycle.collection"),
-                "metrics": dict(run.data.metrics),
+                "metrics": {k: v for k, v in run.data.metrics.items() if not k.startswith("ci/")},
                 "params": {k: v for k, v in run.data.params.items() if k in {"drift", "reason"}},
                 "mlflow_url": (
                     run_page(ui_url, run.info.experiment_id, run.info.run_id) if ui_url else None

@@ -8,7 +8,7 @@ corpus snapshot, so corpus drift keeps measuring against what the live version h
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from ragcycle.errors import ConfigError
@@ -79,10 +79,15 @@ def built_tags(
 
 
 def begin_first_version(
-    registry: VersionRegistry, settings: Settings, corpus: CorpusState
+    registry: VersionRegistry,
+    settings: Settings,
+    corpus: CorpusState,
+    source_run: Callable[[], str] | None = None,
 ) -> IndexVersion:
     """Version 1 of an index (state ``building``), or the unfinished first version a killed
-    ingest left behind, which the re-run completes in place (its writes are idempotent)."""
+    ingest left behind, which the re-run completes in place (its writes are idempotent).
+    ``source_run`` opens the MLflow run a new version is recorded under (not called when an
+    unfinished version is resumed: it has its run)."""
     for version in registry.versions():
         if version.status != "building" or version.tags.get("reason") != FIRST_INGEST:
             continue
@@ -92,7 +97,8 @@ def begin_first_version(
                 f" (pid {version.tags.get('pid')} on {version.tags.get('host')})"
             )
         return version
-    return registry.register(version_tags(settings, corpus, FIRST_INGEST))
+    run_id = source_run() if source_run else None
+    return registry.register(version_tags(settings, corpus, FIRST_INGEST), run_id=run_id)
 
 
 def quality_tags(evaluation: Mapping[str, object], metrics: Sequence[str]) -> dict[str, str]:

@@ -16,6 +16,7 @@ import logging
 import os
 import socket
 import time
+import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -53,6 +54,7 @@ class IndexVersion:
     status: str
     tags: Mapping[str, str] = field(default_factory=dict)
     aliases: tuple[str, ...] = ()
+    run_id: str = ""  # the MLflow run that built it (its source run), "" for older versions
 
     @property
     def target(self) -> str:
@@ -152,6 +154,7 @@ class VersionRegistry:
             status=tags.get("status", "unknown"),
             tags=tags,
             aliases=tuple(sorted(aliases if aliases is not None else model_version.aliases or ())),
+            run_id=str(model_version.run_id or ""),
         )
 
     def _implied_collection(self, model_version: Any) -> str:
@@ -206,11 +209,12 @@ class VersionRegistry:
         index is queried).
         """
         self._ensure_model()
+        # The number is not known before the registry assigns it, so the source cannot name
+        # the collection; the ``collection`` tag, set next, does.
+        home = self._home(run_id) if run_id else None
         model_version = self.client.create_model_version(
             self.model_name,
-            # The number is not known before the registry assigns it, so the source names the
-            # logical index and the ``collection`` tag, set next, names the exact collection.
-            source=collection_source(self.index_name),
+            source=home or collection_source(self.index_name),
             run_id=run_id,
             tags={
                 **tags,
@@ -226,7 +230,44 @@ class VersionRegistry:
         self.client.update_model_version(
             self.model_name, str(number), description=f"Chroma collection {chosen}"
         )
+        if home and run_id:
+            self._describe_home(run_id, home, chosen, tags)
         return self.get(number)
+
+    def _home(self, run_id: str) -> str:
+        """A folder under the source run's artifacts, as the version's source.
+
+        MLflow's UI reads a version's ``MLmodel`` through the server, which can only resolve
+        artifact locations; a ``chroma:///`` source made the version page fail with a 500.
+        The folder is named before the version number exists, so it is unique, not numbered.
+        """
+        artifacts = str(self.client.get_run(run_id).info.artifact_uri).rstrip("/")
+        return f"{artifacts}/index-{uuid.uuid4().hex[:8]}"
+
+    def _describe_home(
+        self, run_id: str, home: str, collection: str, tags: Mapping[str, str]
+    ) -> None:
+        """An ``MLmodel`` in the version's folder: what the UI's version page shows (a flavor
+        naming the collection and the query/answer schema of the index)."""
+        from mlflow.models import Model, ModelSignature
+        from mlflow.types import ColSpec, Schema
+
+        folder = home.rsplit("/", 1)[-1]
+        model = Model(
+            artifact_path=folder,
+            run_id=run_id,
+            signature=ModelSignature(
+                inputs=Schema([ColSpec("string", "question")]),
+                outputs=Schema([ColSpec("string", "answer"), ColSpec("string", "sources")]),
+            ),
+            metadata={"collection": collection, "index": self.index_name},
+        )
+        model.add_flavor(
+            "ragcycle_index",
+            collection=collection,
+            **{key: tags[key] for key in ("embedding_model", "target", "reason") if key in tags},
+        )
+        self.client.log_text(run_id, model.to_yaml(), f"{folder}/MLmodel")
 
     def collection_in_use(self, collection: str, *, besides: int) -> bool:
         """Whether a version other than ``besides`` still needs ``collection``."""

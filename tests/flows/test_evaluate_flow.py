@@ -55,10 +55,21 @@ def test_evaluation_scores_and_logs_a_run(indexed: Path) -> None:
     assert run.data.params["prompt_version"] == "1"
     assert run.data.params["generator"] == "extractive"
     assert run.data.params["k"] == "5"
-    assert run.data.metrics["hit_rate_at_5"] == pytest.approx(metrics["hit_rate_at_5"])
+    # Each metric once, in its group; bounds apart under ci/; no `x/mean` from genai.evaluate.
+    logged = run.data.metrics
+    assert logged["retrieval/hit_rate_at_5"] == pytest.approx(metrics["hit_rate_at_5"])
+    assert logged["answer/f1"] == pytest.approx(metrics["answer_f1"])
+    assert logged["latency/total_p95_ms"] == pytest.approx(metrics["latency_total_p95_ms"])
+    assert logged["cost/usd_per_question"] == pytest.approx(metrics["cost_usd_per_question"])
+    assert logged["guardrails/pii_in_answer"] == pytest.approx(metrics["pii_in_answer"])
+    assert (logged["ci/answer/f1/low"], logged["ci/answer/f1/high"]) == pytest.approx((low, high))
+    assert not [name for name in logged if name.endswith("/mean") or "_ci_" in name]
+    assert "hit_rate_at_5" not in logged and "mrr" not in logged
     assert run.data.tags["ragcycle.kind"] == "evaluation"
     assert "prefect.flow_run_id" in run.data.tags
-    assert run.inputs.dataset_inputs and run.inputs.dataset_inputs[0].dataset.name == "golden"
+    # One dataset input, the golden set with MLflow's own digest (genai.evaluate's deduplicated).
+    inputs = run.inputs.dataset_inputs
+    assert [(i.dataset.name, i.dataset.source_type) for i in inputs] == [("golden", "local")]
     artifacts = {a.path for a in client.list_artifacts(result["run_id"])}
     assert {"eval_questions.json", "eval_report.json"} <= artifacts
     table = json.loads(
@@ -136,7 +147,7 @@ def test_repeats_give_intervals_over_questions(indexed: Path) -> None:
     client = MlflowClient(tracking_uri=make_settings(indexed).mlflow_tracking_uri)
     run = client.get_run(result["run_id"])
     assert run.data.params["repeats"] == "2"
-    assert "answer_f1_ci_low" in run.data.metrics
+    assert run.data.metrics["ci/answer/f1/low"] <= run.data.metrics["answer/f1"]
 
 
 def test_cli_ask_and_eval_json(indexed: Path, tmp_path: Path) -> None:
@@ -205,7 +216,7 @@ def test_evaluation_against_a_real_mlflow_server(indexed: Path, mlflow_server: s
     )
     client = MlflowClient(tracking_uri=mlflow_server)
     run = client.get_run(result["run_id"])
-    assert run.data.metrics["mrr"] == pytest.approx(result["metrics"]["mrr"])
+    assert run.data.metrics["retrieval/mrr"] == pytest.approx(result["metrics"]["mrr"])
     assert run.data.params["dataset_digest"]
     assert {"eval_questions.json", "eval_report.json"} <= {
         a.path for a in client.list_artifacts(result["run_id"])
@@ -278,3 +289,56 @@ def test_openai_backend_with_judge_metrics(indexed: Path) -> None:
     assert run.data.params["generator_model"] == "fake-llm" and run.data.params["judge"] == "True"
     assert run.data.params["judge_backend"] == "openai"
     assert "sk-secret-test" not in json.dumps(run.data.params) + json.dumps(run.data.tags)
+
+
+def test_an_evaluation_is_mirrored_to_wandb_offline(indexed: Path, tmp_path: Path) -> None:
+    """The optional W&B mirror, in W&B's offline mode, read back from the run it wrote: the
+    same name, config, grouped metrics and per-question table as the MLflow run, which stays
+    the record (its id and page are in the W&B summary)."""
+    from tasks.tracking.wandb_mirror import mirror_decision
+    from tests.wandb_offline import offline_runs
+
+    wandb = {"enabled": True, "mode": "offline", "project": "ragcycle-test", "dir": str(tmp_path)}
+    result = evaluate(
+        EvaluateRequest(
+            dataset=str(GOLDEN),
+            overrides=overrides(indexed, wandb=wandb, evaluation={"mlflow_genai": False}),
+        )
+    )
+    client = MlflowClient(tracking_uri=make_settings(indexed).mlflow_tracking_uri)
+    recorded = client.get_run(result["run_id"])
+    [run] = offline_runs(tmp_path)  # the evaluation's only
+    assert (run.name, run.group, run.job_type) == (
+        recorded.info.run_name,
+        "ragcycle-eval-golden",
+        "evaluation",
+    )
+    assert run.config["k"] == 5 and run.config["generator"] == "extractive"
+    assert run.history["retrieval/hit_rate_at_5"] == pytest.approx(
+        recorded.data.metrics["retrieval/hit_rate_at_5"]
+    )
+    assert run.history["ci/answer/f1/low"] == pytest.approx(
+        recorded.data.metrics["ci/answer/f1/low"]
+    )
+    assert run.summary["mlflow_run_id"] == result["run_id"]
+    assert run.summary["mlflow_url"].endswith(f"/runs/{result['run_id']}")
+    table = run.tables["questions"]
+    assert len(table["data"]) == 17 and "question" in table["columns"]
+    assert "collection:ragcycle__v1" in run.tags
+
+    # A lifecycle decision mirrors as a run of its own, its gate rows as a table.
+    mirror_decision(
+        make_settings(indexed, wandb=wandb).wandb,
+        name="reindex · v2 promoted",
+        experiment="ragcycle-lifecycle",
+        decision="promoted",
+        reasons=["mrr +0.1"],
+        params={"index": "ragcycle", "sources": ["a", "b"]},
+        table=[{"metric": "mrr", "candidate": 0.9, "live": 0.8}],
+        mlflow_run_id="r1",
+        default_dir=tmp_path / "unused",
+    )
+    [decision] = [r for r in offline_runs(tmp_path) if r.job_type == "lifecycle"]
+    assert (decision.name, decision.job_type) == ("reindex · v2 promoted", "lifecycle")
+    assert decision.summary["decision"] == "promoted" and decision.config["sources"] == '["a", "b"]'
+    assert decision.tables["gate"]["data"] == [["mrr", 0.9, 0.8]]

@@ -91,6 +91,28 @@ def test_monitor_detects_new_documents_and_the_reindex_recovers_quality(
     assert after["mrr"] > before["mrr"]
     assert monitor(MonitorRequest(overrides=overrides, act=False))["decision"] == "ok"
 
+    # The monitor's verdict run carries the plot of quality over its runs; the history it
+    # plots is the three monitor evaluations, oldest first, across the promotion of v2.
+    from mlflow import MlflowClient
+
+    from tasks.tracking.plots import quality_over_time
+
+    client = MlflowClient(settings.mlflow_tracking_uri)
+    lifecycle = client.get_experiment_by_name("ragcycle-lifecycle")
+    verdict = client.search_runs(
+        [lifecycle.experiment_id],
+        filter_string="attributes.run_name LIKE 'monitor ·%'",
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+    )[0]
+    assert [a.path for a in client.list_artifacts(verdict.info.run_id)] == [
+        "decision.json",
+        "monitor-ragcycle.png",
+    ]
+    evaluations = client.get_experiment_by_name("ragcycle-eval-golden")
+    history = quality_over_time(client.search_runs([evaluations.experiment_id]))
+    assert [quality.version for quality in history] == [1, 1, 2]
+
 
 def test_negative_feedback_on_one_topic_fails_the_production_check_and_reindexes(
     sample_corpus: Path, tmp_path: Path, embedder: Any

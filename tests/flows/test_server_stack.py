@@ -369,7 +369,9 @@ def test_lifecycle_through_deployments_on_a_worker(stack: Stack) -> None:
     stack.run("evaluate/evaluate")
     [evaluation] = mlflow.runs("ragcycle-eval-golden")
     assert tags(evaluation)["ragcycle.collection"] == "ragcycle__v1"
-    assert 0 < metrics(evaluation)["hit_rate_at_5"] < 1, "a golden answer's file is held back"
+    assert 0 < metrics(evaluation)["retrieval/hit_rate_at_5"] < 1, (
+        "a golden answer's file is held back"
+    )
     run_id = evaluation["info"]["run_id"]
     assert evaluation["info"]["artifact_uri"].startswith("mlflow-artifacts:")
     table = json.loads(mlflow.artifact(run_id, "eval_questions.json"))
@@ -405,7 +407,7 @@ def test_lifecycle_through_deployments_on_a_worker(stack: Stack) -> None:
     ][-1]
     assert "mlflow.parentRunId" in tags(candidate)
     assert tags(candidate)["ragcycle.collection"] == "ragcycle__v2"
-    assert metrics(candidate)["hit_rate_at_5"] == 1.0
+    assert metrics(candidate)["retrieval/hit_rate_at_5"] == 1.0
 
     # The corpus changes again and ten events arrive at once: exactly one rebuild.
     (stack.corpus / "markdown" / "release-notes.md").write_text(

@@ -102,3 +102,32 @@ def test_the_registry_reads_like_its_aliases_with_times_a_person_can_read(tmp_pa
     assert abs(epoch_seconds(promoted) - datetime.now().timestamp()) < 120
     assert epoch_seconds("1700000000") == 1_700_000_000.0  # a tag from an older registry
     assert epoch_seconds("") == 0.0
+
+
+@pytest.mark.slow
+def test_the_version_page_of_the_mlflow_ui_resolves_its_source(mlflow_server: str) -> None:
+    """Regression: the UI's version page fetches the version's ``MLmodel`` through the server,
+    which answered 500 for a ``chroma:///`` source. A version recorded under a run has a folder
+    of that run's artifacts as its source, with an ``MLmodel`` naming the collection."""
+    import urllib.request
+
+    from mlflow import MlflowClient
+
+    client = MlflowClient(mlflow_server)
+    experiment = client.create_experiment("versions-page")
+    run = client.create_run(experiment).info.run_id
+    registry = VersionRegistry(mlflow_server, "page")
+    version = registry.register({"target": "t1", "embedding_model": "minilm"}, run_id=run)
+    recorded = client.get_model_version(registry.model_name, str(version.version))
+    assert recorded.run_id == run == version.run_id
+    assert recorded.source.startswith(client.get_run(run).info.artifact_uri + "/index-")
+
+    url = (
+        f"{mlflow_server}/model-versions/get-artifact?path=MLmodel"
+        f"&name={registry.model_name}&version={version.version}"
+    )
+    with urllib.request.urlopen(url, timeout=30) as response:
+        assert response.status == 200
+        page = response.read().decode()
+    assert "collection: page__v1" in page and "ragcycle_index" in page
+    assert "embedding_model: minilm" in page and "question" in page
