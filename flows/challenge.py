@@ -19,7 +19,7 @@ from flows.ingest import IngestRequest, ingest
 from tasks.challengers import Contender
 from tasks.tracking.runs import prefect_run_tags
 from tasks.versions import VersionRegistry
-from tasks.versions.records import built_tags, quality_tags, version_tags
+from tasks.versions.records import built_tags, quality_summary, quality_tags, version_tags
 
 __all__ = ["Built", "GroupRequest", "build_and_evaluate", "evaluate_champion"]
 
@@ -52,7 +52,7 @@ class Built:
     chunks: int = 0
 
 
-@task(name="challenge", task_run_name="challenge-{label}", cache_policy=NO_CACHE)
+@task(name="challenge", task_run_name="candidate · {label}", cache_policy=NO_CACHE)
 def build_and_evaluate(request: GroupRequest, label: str) -> list[Built]:
     """Build the group's collection, then evaluate each of its contenders on it."""
     collection = request.reuse_collection
@@ -104,6 +104,10 @@ def build_and_evaluate(request: GroupRequest, label: str) -> list[Built]:
                 )
                 gated = [name.format(k="k") for name in contender.settings.lifecycle.gate]
                 request.registry.set_tags(version.version, **quality_tags(evaluation, gated))
+                request.registry.describe(
+                    version.version,
+                    quality_summary(version.collection, contender.name, evaluation, gated),
+                )
         except BaseException as exc:
             request.registry.set_status(
                 version.version, "failed", failure=f"{type(exc).__name__}: {exc}"[:500]
@@ -115,7 +119,7 @@ def build_and_evaluate(request: GroupRequest, label: str) -> list[Built]:
     return results
 
 
-@task(name="evaluate-champion", cache_policy=NO_CACHE)
+@task(name="evaluate-champion", task_run_name="champion · v{version}", cache_policy=NO_CACHE)
 def evaluate_champion(
     registry: VersionRegistry,
     version: int,

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from flows.evaluate import EvaluateRequest, evaluate
-from flows.monitor import MonitorRequest, monitor
+from flows.monitor import MonitorRequest, monitor, quality_plot_path
 from flows.reindex import ReindexRequest, reindex
 from ragcycle.errors import DatasetError
 from ragcycle.settings import Settings
@@ -53,6 +53,7 @@ class DemoResult:
     plot: Path | None
     before: dict[str, float]
     after: dict[str, float]
+    monitor_plot: Path | None = None  # quality over the monitor's runs (one point in a demo)
 
 
 def hold_back_one(corpus: Path, held_back: Path, dataset: Path) -> Path:
@@ -128,4 +129,12 @@ def run_demo(
         promoted=[int(p["version"]) for p in promotions if p.get("decision") == "promoted"],
         log_to_run=after["run_id"],
     )
-    return DemoResult(workdir, plot, before["metrics"], after["metrics"])
+    demo_index = settings.chroma.model_copy(update={"collection": DEMO_COLLECTION})
+    over_time = quality_plot_path(settings.model_copy(update={"chroma": demo_index}))
+    return DemoResult(
+        workdir,
+        plot,
+        before["metrics"],
+        after["metrics"],
+        over_time if over_time.exists() else None,
+    )

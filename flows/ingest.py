@@ -182,6 +182,11 @@ def _finish_first_version(
     tags = built_tags(corpus, report.chunks["total"], failed, settings)
     registry.set_status(number, "ready", **tags)
     promoted = registry.promote(number)
+    registry.describe(
+        number,
+        f"Chroma collection `{promoted.collection}`, built by the first ingest:"
+        f" {report.chunks['total']} chunks of {len(corpus.hashes)} documents.",
+    )
     if promoted.run_id:
         # The version's source run says what happened: built from the first ingest, promoted.
         log_lifecycle_decision(

@@ -16,7 +16,7 @@ from flows.evaluate import EvaluateRequest, evaluate
 from flows.reindex import ReindexRequest, reindex
 from ragcycle.errors import ConfigError
 from ragcycle.runtime import configure_environment
-from ragcycle.settings import load_settings
+from ragcycle.settings import Settings, load_settings
 from tasks.audit import QueryLog
 from tasks.embedding import embedder_from_settings
 from tasks.evaluation.golden import load_golden
@@ -157,7 +157,7 @@ def monitor(request: MonitorRequest) -> dict[str, Any]:
         settings.mlflow_tracking_uri,
         result["experiment"],
         sorted(set(tolerances) | set(thresholds)),
-        settings.data_dir / "plots" / f"monitor-{settings.chroma.collection}.png",
+        quality_plot_path(settings),
         log_to_run=decision_run,
     )
     describe_flow_run(
@@ -199,3 +199,8 @@ def monitor(request: MonitorRequest) -> dict[str, Any]:
         "live_version": live.version if live else None,
         "triggered": triggered,
     }
+
+
+def quality_plot_path(settings: Settings) -> Path:
+    """Where the monitor draws the live index's quality over its runs (also on its MLflow run)."""
+    return settings.data_dir / "plots" / f"monitor-{settings.chroma.collection}.png"

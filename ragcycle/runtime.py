@@ -124,6 +124,18 @@ def quiet_console_tracebacks() -> None:
             handler.setFormatter(_WithoutTraceback(handler.formatter or logging.Formatter()))
 
 
+def quiet_console() -> None:
+    """Only warnings and errors on the terminal, for commands that narrate themselves (the
+    demo): Prefect's per-task INFO lines still reach its API, so the UI keeps every log, and
+    MLflow's store banners stay out of the walkthrough."""
+    for handler in logging.getLogger().handlers:
+        if type(handler).__name__ == "PrefectConsoleHandler":
+            handler.setLevel(logging.WARNING)
+    # MLflow sets its loggers' level from this variable when it is imported, later than now.
+    os.environ["MLFLOW_LOGGING_LEVEL"] = "WARNING"
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
+
+
 def start_local_prefect(settings: Settings, wait_seconds: float = 300) -> None:
     """Start this process's temporary Prefect server now, one process at a time per data dir.
 

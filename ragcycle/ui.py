@@ -112,7 +112,9 @@ def ui_servers(settings: Settings) -> list[UiServer]:
             "--port",
             str(port),
         ]
-        prefect_env = {**env, "PREFECT_UI_URL": url}
+        # The UI's JavaScript calls the API at PREFECT_UI_API_URL, 127.0.0.1:4200 unless told:
+        # on any other port the pages load but show "Can't connect to Server API".
+        prefect_env = {**env, "PREFECT_UI_URL": url, "PREFECT_UI_API_URL": f"{url}/api"}
         servers.append(
             UiServer("prefect", url, f"{url}/api/health", command, prefect_env, ui.prefect_port)
         )

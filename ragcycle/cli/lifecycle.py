@@ -359,6 +359,10 @@ def demo(
         raise typer.BadParameter(f"corpus folder {corpus} does not exist")
     settings = settings_for_flows(config)
     from flows.demo import run_demo
+    from ragcycle.runtime import quiet_console
+
+    if not settings.verbose:
+        quiet_console()  # the narrator tells the story; `--verbose` shows every run's log
 
     try:
         result = run_demo(
@@ -368,6 +372,8 @@ def demo(
         raise fail(exc) from None
     console.rule("[bold]Next steps")
     console.print(f"Plot of the gate metrics: {result.plot}")
+    if result.monitor_plot:
+        console.print(f"Quality over the monitor's runs: {result.monitor_plot}")
     ask, versions, uis = demo_next_steps(first_question(dataset), config)
     console.print(
         f"Ask the demo's index:\n  {ask}\n"

@@ -8,6 +8,7 @@ their MLflow runs.
 from __future__ import annotations
 
 import math
+import re
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -192,8 +193,9 @@ def publish_ingest_report(report: IngestReport) -> None:
 
 
 def _artifact_key(name: str) -> str:
-    """Prefect artifact keys allow lowercase letters, digits and dashes only."""
-    return "".join(c if c.isalnum() else "-" for c in name.lower()).strip("-") or "default"
+    """Prefect artifact keys allow lowercase letters, digits and dashes only; a run of other
+    characters is one dash, so ``demo__v2`` reads ``demo-v2`` in the artifacts list."""
+    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-") or "default"
 
 
 def _link_line(link: str | None) -> list[str]:

@@ -8,12 +8,10 @@ is a run of its own, so the history of the index reads as a list of decisions.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import json
 import math
 import subprocess
-import sys
 import threading
 import warnings
 from dataclasses import dataclass, field
@@ -26,6 +24,7 @@ from prefect.cache_policies import NO_CACHE
 from ragcycle import jsonout
 from ragcycle.settings import WandbSettings
 from tasks.retrying import worth_retrying
+from tasks.tracking.genai_views import record_in_genai_views
 from tasks.tracking.metric_names import logged_metrics, logged_name
 from tasks.tracking.reports import publish_decision
 from tasks.tracking.wandb_mirror import mirror_decision
@@ -171,7 +170,7 @@ def log_evaluation(
             with _prompt_link_lock():  # MLflow: linking is not thread-safe
                 mlflow.MlflowClient().link_prompt_version_to_run(run.info.run_id, record.prompt_uri)
         if genai_scorers:
-            _genai_evaluate(record, genai_scorers, dataset)
+            record_in_genai_views(record, genai_scorers, dataset)
         return str(run.info.run_id)
 
 
@@ -185,92 +184,6 @@ def _table_row(row: dict[str, Any]) -> dict[str, Any]:
         key: (json.dumps(value) if isinstance(value, list | dict) else value)
         for key, value in row.items()
     }
-
-
-def _genai_evaluate(record: EvaluationRecord, names: list[str], dataset: Any) -> None:
-    """Record rows with MLflow's GenAI evaluation; scorers read the scores computed already.
-
-    Code metrics become assessments of source CODE; judge verdicts become assessments of source
-    LLM_JUDGE naming the judge model and prompt, so MLflow's evaluation views show both kinds
-    side by side on each row's trace. The run's metrics are logged once, by
-    :func:`log_evaluation` (scorers aggregate nothing: no ``x/mean`` twins), and its one dataset
-    input stays the golden set (``dataset``), not a second anonymous ``dataset``.
-    """
-    import mlflow
-    import pandas as pd
-    from mlflow.entities import AssessmentSource, AssessmentSourceType, Feedback
-    from mlflow.genai.datasets.evaluation_dataset import compute_records_sha256
-    from mlflow.genai.scorers import scorer
-    from mlflow.utils.mlflow_tags import MLFLOW_GENAI_EVALUATE_DATASET_IDENTITY
-
-    everything = [*names, *record.judge_metrics]
-    traced = all(row.get("trace_id") for row in record.rows)
-    scores = {
-        row["trace_id"] if traced else str(i): {name: row.get(name) for name in everything}
-        for i, row in enumerate(record.rows)
-    }
-
-    def value_of(key: str, name: str) -> float | None:
-        value = scores.get(key, {}).get(name)
-        return None if value is None or value != value else float(value)
-
-    def key_of(outputs: dict[str, Any] | None, trace: Any) -> str:
-        return str(trace.info.trace_id) if traced else str((outputs or {}).get("row"))
-
-    def code_metric(name: str) -> Any:
-        def read(outputs: dict[str, Any] | None, trace: Any) -> float | None:
-            return value_of(key_of(outputs, trace), name)
-
-        return scorer(name=name, aggregations=[])(read)
-
-    def judge_metric(name: str) -> Any:
-        source = AssessmentSource(
-            source_type=AssessmentSourceType.LLM_JUDGE, source_id=record.judge_source
-        )
-
-        def read(outputs: dict[str, Any] | None, trace: Any) -> Feedback | None:
-            value = value_of(key_of(outputs, trace), name)
-            return None if value is None else Feedback(name=name, value=value, source=source)
-
-        return scorer(name=name, aggregations=[])(read)
-
-    # The answers' own traces (retrieve, generate and guardrail spans) when the evaluation
-    # traced them; otherwise MLflow makes a bare trace per row.
-    client = mlflow.MlflowClient()
-    data = [
-        {
-            **(
-                {"trace": client.get_trace(row["trace_id"])}
-                if traced
-                else {
-                    "inputs": {"question": row["question"]},
-                    "outputs": {"answer": row["answer"], "sources": row["sources"], "row": i},
-                }
-            ),
-            "expectations": {
-                "expected_answer": row["expected_answer"] or "",
-                "expected_sources": row["expected_sources"],
-            },
-        }
-        for i, row in enumerate(record.rows)
-    ]
-    scorers = [code_metric(n) for n in names] + [judge_metric(n) for n in record.judge_metrics]
-    # MLflow's own way to say which dataset a frame is (what EvaluationDataset.to_df attaches):
-    # with it, evaluate() logs the golden set's input again (deduplicated) instead of its own.
-    frame = pd.DataFrame(data)
-    entity = dataset._to_mlflow_entity()
-    frame.attrs[MLFLOW_GENAI_EVALUATE_DATASET_IDENTITY] = {
-        "name": entity.name,
-        "digest": entity.digest,
-        "source_type": entity.source_type,
-        "source": entity.source,
-        "schema": entity.schema,
-        "profile": entity.profile,
-        "records_sha256": compute_records_sha256(frame),
-    }
-    # MLflow prints an "Evaluation completed" banner to stdout, where `--json` output goes.
-    with contextlib.redirect_stdout(sys.stderr):
-        mlflow.genai.evaluate(data=frame, scorers=scorers)
 
 
 @task(

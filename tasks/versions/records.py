@@ -112,3 +112,20 @@ def quality_tags(evaluation: Mapping[str, object], metrics: Sequence[str]) -> di
         if isinstance(value, float | int) and value == value:
             tags[f"quality.{name}"] = f"{value:.4f}"
     return tags
+
+
+def quality_summary(
+    collection: str, candidate: str, evaluation: Mapping[str, object], metrics: Sequence[str]
+) -> str:
+    """The version's description in the registry: what it is and how good it was judged, the
+    first thing its page shows (the tags below it are alphabetical and long)."""
+    figures = quality_tags(evaluation, metrics)
+    judged = ", ".join(
+        f"{name.removeprefix('quality.')} {float(value):.3f}"
+        for name, value in figures.items()
+        if name.startswith("quality.")
+    )
+    return (
+        f"Chroma collection `{collection}`, built as candidate `{candidate}`."
+        f" Gate metrics: {judged or 'none measured'} (evaluation run `{figures['eval_run_id']}`)."
+    )

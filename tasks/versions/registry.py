@@ -227,9 +227,7 @@ class VersionRegistry:
         number = int(model_version.version)
         chosen = collection or f"{self.index_name}__v{number}"
         self.client.set_model_version_tag(self.model_name, str(number), "collection", chosen)
-        self.client.update_model_version(
-            self.model_name, str(number), description=f"Chroma collection {chosen}"
-        )
+        self.describe(number, f"Chroma collection `{chosen}`, being built.")
         if home and run_id:
             self._describe_home(run_id, home, chosen, tags)
         return self.get(number)
@@ -279,6 +277,10 @@ class VersionRegistry:
     def set_tags(self, version: int, **tags: str) -> None:
         for key, value in tags.items():
             self.client.set_model_version_tag(self.model_name, str(version), key, value)
+
+    def describe(self, version: int, text: str) -> None:
+        """The version's description: the first thing its page in the MLflow UI shows."""
+        self.client.update_model_version(self.model_name, str(version), description=text)
 
     def set_status(self, version: int, status: str, **tags: str) -> None:
         self.set_tags(version, status=status, **tags)

@@ -104,6 +104,29 @@ def test_monitor_drop_reindex_promotes_a_challenger_then_rollback(tmp_path: Path
     assert by_name["k1"]["verdict"] == "rejected"
     assert by_name["k1"]["collection"] == "ragcycle__v1"  # query-time only: v1's chunks reused
 
+    # The reindex's task runs in the Prefect UI say which side each one is.
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import TaskRunFilter, TaskRunFilterName
+
+    with get_client(sync_client=True) as client:
+        named = {
+            run.name
+            for run in client.read_task_runs(
+                task_run_filter=TaskRunFilter(name=TaskRunFilterName(like_=" · "))
+            )
+        }
+    assert {"candidate · sections", "candidate · k1", "champion · v1"} <= named
+
+    # The registry's version page opens with what the version is and how it was judged.
+    from mlflow import MlflowClient
+
+    settings = make_settings(data)
+    page = MlflowClient(settings.mlflow_tracking_uri).get_model_version(
+        "ragcycle-index-ragcycle", "2"
+    )
+    assert page.description.startswith("Chroma collection `ragcycle__v2`, built as candidate")
+    assert f"mrr {by_name['sections']['metrics']['mrr']:.3f}" in page.description
+
     # ask serves with the promoted config; rollback restores v1's config and collection.
     settings = make_settings(data)
     asker = Asker(settings)

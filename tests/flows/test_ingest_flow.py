@@ -149,7 +149,7 @@ def test_report_is_a_prefect_artifact(sample_corpus: Path, tmp_path: Path, embed
         async with get_client() as client:
             artifacts = await client.read_artifacts(
                 artifact_filter=ArtifactFilter(
-                    key=ArtifactFilterKey(any_=["ingest-artifact-test--v1"])
+                    key=ArtifactFilterKey(any_=["ingest-artifact-test-v1"])
                 )
             )
             return str(artifacts[-1].data)

@@ -360,7 +360,7 @@ def test_lifecycle_through_deployments_on_a_worker(stack: Stack) -> None:
     # The first ingest of the index registers version 1, live at once.
     stack.run("ingest/ingest")
     artifacts = httpx.post(f"{stack.prefect}/artifacts/filter", json={}, timeout=30).json()
-    report = next(a["data"] for a in artifacts if a["key"] == "ingest-ragcycle--v1")
+    report = next(a["data"] for a in artifacts if a["key"] == "ingest-ragcycle-v1")
     total = int(re.search(r"\| total \| (\d+) \|", report).group(1))  # type: ignore[union-attr]
     assert stack.chroma_counts()["ragcycle__v1"] == total > 50
     assert mlflow.live_collection() == "ragcycle__v1"
