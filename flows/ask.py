@@ -241,7 +241,8 @@ class AskRequest(BaseModel):
     overrides: dict[str, Any] = Field(default_factory=dict)
 
 
-@flow(name="ask")
+# Prefect's templated run name: the question, cut to what a runs list shows.
+@flow(name="ask", flow_run_name="ask · {request.question:.60}")
 def ask(request: AskRequest) -> dict[str, Any]:
     """Answer one question with citations; the question goes to the query log."""
     settings = load_settings(request.config_file, **request.overrides)

@@ -29,6 +29,7 @@ from tasks.indexing.plan import stale_documents
 from tasks.indexing.store import document_states_task, open_index
 from tasks.indexing.writes import write_documents_task
 from tasks.retrieval import retrieve_many_task, search_plan
+from tasks.tracking.flow_runs import describe_flow_run, run_tags
 from tasks.tracking.runs import EvaluationRecord, log_evaluation_task, mlflow_client
 
 __all__ = ["BeirRequest", "benchmark_beir"]
@@ -63,6 +64,11 @@ def benchmark_beir(request: BeirRequest) -> dict[str, Any]:
     backend = settings.embedding.backend
     suffix = "" if backend == "torch" else f"-{backend}"  # other vectors, another collection
     index = open_index(settings, f"beir-{name}-{settings.chunking.config_hash()}{suffix}")
+    mode = settings.retrieval.mode
+    describe_flow_run(
+        f"benchmark · {name} · {mode}{suffix}",
+        run_tags(dataset=name, collection=index.name, retrieval=mode, backend=backend),
+    )
     embedder = embedder_from_settings(settings)
     cache = EmbeddingCache(settings.embedding_cache_path)
     chunking_hash = settings.chunking.config_hash()

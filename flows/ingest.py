@@ -193,7 +193,7 @@ def _finish_first_version(
             tracking_uri=settings.mlflow_tracking_uri,
             artifact_location=settings.mlflow_artifact_location,
             experiment=_lifecycle_experiment(settings),
-            decision="promote",
+            decision="promoted",  # as a reindex that promotes records it
             reasons=[f"first ingest of {registry.index_name}: version {number} is live"],
             params={"index": registry.index_name, "collection": promoted.collection},
             table=[],

@@ -23,7 +23,7 @@ _RULES: tuple[tuple[re.Pattern[str], str, str], ...] = tuple(
     (re.compile(pattern), group, strip)
     for pattern, group, strip in (
         (
-            r"(hit_rate|recall|precision|ndcg|page_hit|page_recall)_at_\d+|mrr|page_hit_rate",
+            r"(hit_rate|recall|precision|ndcg|mrr|page_hit|page_recall)_at_\d+|mrr|page_hit_rate",
             "retrieval",
             "",
         ),

@@ -22,6 +22,20 @@ def test_xquad_ndcg_matches_the_published_number(tmp_path: Path, embedder: Any) 
     assert result["docs"] == 240 and result["queries"] == 1187
     assert result["metrics"]["ndcg_at_10"] == pytest.approx(PUBLISHED_NDCG_AT_10, abs=0.01)
     assert result["metrics"]["recall_at_10"] >= result["metrics"]["mrr_at_10"]
+    # Both UIs name the run after the set and the mode: MLflow's run and Prefect's flow run.
+    from mlflow import MlflowClient
+    from prefect.client.orchestration import get_client
+
+    from tests.conftest import make_settings
+
+    run = MlflowClient(make_settings(tmp_path / "data").mlflow_tracking_uri).get_run(
+        result["run_id"]
+    )
+    assert run.data.metrics["retrieval/ndcg_at_10"] == result["metrics"]["ndcg_at_10"]
+    with get_client(sync_client=True) as client:
+        flow_run = client.read_flow_run(run.data.tags["prefect.flow_run_id"])
+    assert flow_run.name == "benchmark · xquad_en · dense"
+    assert {"dataset:xquad_en", "retrieval:dense", "backend:torch"} <= set(flow_run.tags)
 
     again = benchmark_beir(BeirRequest(folder=str(folder), overrides=overrides))
     assert again["metrics"] == result["metrics"]

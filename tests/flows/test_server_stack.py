@@ -380,7 +380,8 @@ def test_lifecycle_through_deployments_on_a_worker(stack: Stack) -> None:
     # A reindex by hand through the deployment: nothing changed, so a recorded no-op.
     submitted = stack.cli("reindex", "--deployment", "--reason", "by hand")
     assert wait_final(stack.prefect, submitted["flow_run_id"]) == "COMPLETED"
-    assert mlflow.decisions() == ["noop"]
+    # The first decision is the first ingest's: its version's source run, promoted.
+    assert mlflow.decisions() == ["promoted", "noop"]
     assert mlflow.live_collection() == "ragcycle__v1"
 
     stack.run("monitor/monitor")

@@ -16,6 +16,7 @@ from tasks.tracking.metric_names import ci_names, logged_metrics, logged_name, r
         ("ndcg_at_10", "retrieval/ndcg_at_10"),
         ("page_recall_at_3", "retrieval/page_recall_at_3"),
         ("mrr", "retrieval/mrr"),
+        ("mrr_at_10", "retrieval/mrr_at_10"),
         ("page_hit_rate", "retrieval/page_hit_rate"),
         ("faithfulness", "answer/faithfulness"),
         ("answer_f1", "answer/f1"),
