@@ -101,6 +101,10 @@ class SearchPlan:
         if self.mode != "dense" and self.lexical is None:
             raise ValueError(f"retrieval mode {self.mode!r} needs a lexical index")
 
+    def ranked_depth(self, fetch: int) -> int:
+        """How many ranked chunks to keep: what is served, or what the reranker reorders."""
+        return max(fetch, self.rerank_top_n) if self.reranker is not None else fetch
+
 
 DENSE = SearchPlan()
 
@@ -180,8 +184,7 @@ def retrieve_many(
 
 def _dense_depth(plan: SearchPlan, fetch: int) -> int:
     """How many dense hits to ask Chroma for: what is served, or what fusion ranks."""
-    depth = fetch if plan.mode == "dense" else max(fetch, plan.candidates)
-    return max(depth, plan.rerank_top_n) if plan.reranker is not None else depth
+    return plan.ranked_depth(fetch if plan.mode == "dense" else max(fetch, plan.candidates))
 
 
 def _retrieve_one(
@@ -246,8 +249,8 @@ def _combine(
             scored = [[(hit.chunk_id, hit.score) for hit in dense], lexical]
             order = [key for key, _ in convex_fusion(scored, weights)]
         known = {hit.chunk_id: hit for hit in dense}
-        depth = max(fetch, plan.rerank_top_n) if plan.reranker is not None else fetch
-        wanted = order[: depth * 2]  # room for chunks ``where`` filters out or Chroma lost
+        # Twice the depth: room for chunks ``where`` filters out or Chroma lost.
+        wanted = order[: plan.ranked_depth(fetch) * 2]
         stored = index.fetch([key for key in wanted if key not in known], where, vectors=True)
         known.update({chunk.chunk_id: _as_hit(chunk, vector) for chunk in stored})
         hits = [known[key] for key in wanted if key in known]
