@@ -161,7 +161,9 @@ class VersionRegistry:
         """The collection of a version without a ``collection`` tag: an older version's source
         names it; a newer one's source names only the index (its number was not known yet), and
         a builder killed before tagging it leaves the name :meth:`register` gives it."""
-        named = collection_of(str(model_version.source))
+        source = str(model_version.source)
+        # A source under a run's artifacts names no collection: register() names it <index>__vN.
+        named = collection_of(source) if source.startswith("chroma:") else self.index_name
         if named == self.index_name:
             return f"{self.index_name}__v{int(model_version.version)}"
         return named

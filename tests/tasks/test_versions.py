@@ -66,6 +66,14 @@ def test_a_version_killed_before_its_collection_tag_still_names_its_collection(
     assert registry.get(1).collection == "docs__v1"
     registry.client.create_model_version(registry.model_name, source="chroma:///docs__v7")
     assert registry.get(2).collection == "docs__v7"  # an older registry's source names it
+    # A source under a run's artifacts (what register() gives a version with a run) names no
+    # collection; killed before the tag, the version still has the name register() gives it.
+    builds = registry.client.create_experiment("builds", (tmp_path / "a").as_uri())
+    run = registry.client.create_run(builds).info
+    registry.client.create_model_version(
+        registry.model_name, source=f"{run.artifact_uri}/index-0a1b2c3d", run_id=run.run_id
+    )
+    assert registry.get(3).collection == "docs__v3"
 
 
 def test_the_registry_reads_like_its_aliases_with_times_a_person_can_read(tmp_path: Path) -> None:
