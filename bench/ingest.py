@@ -85,7 +85,7 @@ def run(corpus: Path, limit: int, work: Path) -> dict[str, Any]:
 
     from flows.ingest import IngestRequest, ingest
     from tasks.chunking import chunk_document
-    from tasks.embedding import embedder_from_settings
+    from tasks.embedding import embedder_from_settings, encode_batch_size
     from tasks.indexing.store import open_chroma_client
     from tasks.loading import discover_sources, load_document
 
@@ -132,7 +132,7 @@ def run(corpus: Path, limit: int, work: Path) -> dict[str, Any]:
             continue
         vectors = model.encode(
             [c.text for c in chunks],
-            batch_size=bare_settings.embedding.batch_size,
+            batch_size=encode_batch_size(bare_settings.embedding),
             normalize_embeddings=True,
         )
         for start in range(0, len(chunks), 1000):

@@ -232,7 +232,7 @@ def evaluate(request: EvaluateRequest) -> dict[str, Any]:
     )
     if settings.wandb.enabled:
         mirror_evaluation_task(
-            settings.wandb,
+            settings.wandb_mirror,
             evaluation_run(
                 name=run_name,
                 experiment=experiment,
@@ -244,7 +244,6 @@ def evaluate(request: EvaluateRequest) -> dict[str, Any]:
                 mlflow_run_id=run_id,
                 mlflow_url=page,
             ),
-            settings.data_dir,
         )
     logger.info(
         "Evaluation run %s: %d questions, %s",

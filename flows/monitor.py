@@ -149,8 +149,7 @@ def monitor(request: MonitorRequest) -> dict[str, Any]:
         checks.table,
         run_name=f"monitor · {checks.decision}",
         ui_url=settings.mlflow_ui_url,
-        mirror=settings.wandb,
-        mirror_dir=settings.data_dir,
+        mirror=settings.wandb_mirror,
     )
     # The live index's quality across monitor runs, on the run of this verdict.
     plot_quality_over_time(

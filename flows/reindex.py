@@ -328,8 +328,7 @@ def _record(
         run_name=name,
         extra=extra,
         ui_url=settings.mlflow_ui_url,
-        mirror=settings.wandb,
-        mirror_dir=settings.data_dir,
+        mirror=settings.wandb_mirror,
     )
     logger.info("Reindex decision: %s (%s)", decision, "; ".join(reasons) or "all checks passed")
     return {"decision": decision, "reasons": reasons, "table": table, "run_id": recorded, **extra}

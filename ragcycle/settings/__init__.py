@@ -173,6 +173,11 @@ class Settings(BaseSettings):
         return (self.models_dir or self.data_dir / "models").resolve()
 
     @property
+    def wandb_mirror(self) -> WandbSettings:
+        """The W&B mirror's settings with its folder resolved (default: the data dir)."""
+        return self.wandb.model_copy(update={"dir": (self.wandb.dir or self.data_dir).resolve()})
+
+    @property
     def embedding_cache_path(self) -> Path:
         return (self.embedding.cache_path or self.cache_dir / "embeddings.sqlite").resolve()
 

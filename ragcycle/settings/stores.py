@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 from urllib.parse import urlparse
 
 from pydantic import BaseModel, Field, SecretStr, field_validator
@@ -82,7 +82,12 @@ class EmbeddingSettings(BaseModel):
         " (once, cached by model hash); onnx-int8: the same with int8 weights. Vectors differ"
         " slightly between backends: a change of backend is a new index version",
     )
-    batch_size: int = Field(32, ge=1, description="texts per encode call")
+    batch_size: Annotated[int, Field(ge=1)] | Literal["auto"] = Field(
+        "auto",
+        description="texts per encode call; auto: 32 on a GPU, and on CPU 1 for onnx backends"
+        " and 4 for torch (small batches keep a layer's activations in cache: measured 1.3-1.45x"
+        " the chunks/s of 32 with onnx-int8 on 2 cores, 1.2x with torch)",
+    )
     sort_by_length: bool = Field(
         True, description="batch texts of similar length together (less padding)"
     )

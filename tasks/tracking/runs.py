@@ -290,11 +290,10 @@ def record_decision_task(
     extra: dict[str, Any] | None = None,
     ui_url: str | None = None,
     mirror: WandbSettings | None = None,
-    mirror_dir: Path | None = None,
 ) -> str:
     """The decision as an MLflow run and a Markdown artifact on the flow run (linking to the
     run's page under ``ui_url``, the MLflow UI, when given); also a W&B run when ``mirror``
-    is enabled."""
+    is enabled (``Settings.wandb_mirror``)."""
     run_id = log_lifecycle_decision(
         tracking_uri=tracking_uri,
         artifact_location=artifact_location,
@@ -319,7 +318,6 @@ def record_decision_task(
             params=params,
             table=table,
             mlflow_run_id=run_id,
-            default_dir=mirror_dir or Path("."),
         )
     return run_id
 

@@ -51,10 +51,15 @@ class MirroredRun:
     table_name: str = "questions"
 
 
-def mirror_run(settings: WandbSettings, run: MirroredRun, default_dir: Path) -> str | None:
-    """Write ``run`` to W&B; returns its W&B run id, or None when the mirror failed."""
+def mirror_run(settings: WandbSettings, run: MirroredRun) -> str | None:
+    """Write ``run`` to W&B; returns its W&B run id, or None when the mirror failed.
+
+    ``settings`` are ``Settings.wandb_mirror``: its ``dir`` is resolved there, never guessed
+    here from the working directory."""
+    if settings.dir is None:
+        raise ValueError("W&B mirror settings without a dir: pass Settings.wandb_mirror")
     try:
-        return _write(settings, run, settings.dir or default_dir)
+        return _write(settings, run, settings.dir)
     except Exception as exc:
         logger.warning("W&B mirror of %r failed: %s", run.name, exc)
         return None
@@ -142,11 +147,9 @@ def evaluation_run(
 
 
 @task(name="mirror-evaluation-to-wandb", cache_policy=NO_CACHE)
-def mirror_evaluation_task(
-    settings: WandbSettings, run: MirroredRun, default_dir: Path
-) -> str | None:
+def mirror_evaluation_task(settings: WandbSettings, run: MirroredRun) -> str | None:
     """Prefect edge of :func:`mirror_run` for an evaluation."""
-    return mirror_run(settings, run, default_dir)
+    return mirror_run(settings, run)
 
 
 def mirror_decision(
@@ -159,7 +162,6 @@ def mirror_decision(
     params: Mapping[str, Any],
     table: Sequence[Mapping[str, Any]],
     mlflow_run_id: str,
-    default_dir: Path,
 ) -> str | None:
     """A lifecycle decision (promote, reject, monitor verdict) mirrored as a W&B run."""
     run = MirroredRun(
@@ -173,4 +175,4 @@ def mirror_decision(
         table=list(table),
         table_name="gate",
     )
-    return mirror_run(settings, run, default_dir)
+    return mirror_run(settings, run)

@@ -292,6 +292,13 @@ def test_openai_backend_with_judge_metrics(indexed: Path) -> None:
     assert "sk-secret-test" not in json.dumps(run.data.params) + json.dumps(run.data.tags)
 
 
+def test_the_wandb_mirror_writes_under_the_data_dir_unless_given_a_dir(tmp_path: Path) -> None:
+    default = make_settings(tmp_path / "data", wandb={"enabled": True})
+    assert default.wandb_mirror.dir == (tmp_path / "data").resolve()
+    chosen = make_settings(tmp_path / "data", wandb={"enabled": True, "dir": str(tmp_path / "w")})
+    assert chosen.wandb_mirror.dir == (tmp_path / "w").resolve()
+
+
 def test_an_evaluation_is_mirrored_to_wandb_offline(indexed: Path, tmp_path: Path) -> None:
     """The optional W&B mirror, in W&B's offline mode, read back from the run it wrote: the
     same name, config, grouped metrics and per-question table as the MLflow run, which stays
@@ -329,7 +336,7 @@ def test_an_evaluation_is_mirrored_to_wandb_offline(indexed: Path, tmp_path: Pat
 
     # A lifecycle decision mirrors as a run of its own, its gate rows as a table.
     mirror_decision(
-        make_settings(indexed, wandb=wandb).wandb,
+        make_settings(indexed, wandb=wandb).wandb_mirror,
         name="reindex · v2 promoted",
         experiment="ragcycle-lifecycle",
         decision="promoted",
@@ -337,7 +344,6 @@ def test_an_evaluation_is_mirrored_to_wandb_offline(indexed: Path, tmp_path: Pat
         params={"index": "ragcycle", "sources": ["a", "b"]},
         table=[{"metric": "mrr", "candidate": 0.9, "live": 0.8}],
         mlflow_run_id="r1",
-        default_dir=tmp_path / "unused",
     )
     [decision] = [r for r in offline_runs(tmp_path) if r.job_type == "lifecycle"]
     assert (decision.name, decision.job_type) == ("reindex · v2 promoted", "lifecycle")

@@ -112,12 +112,14 @@ def onnx_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("onnx-cache")
 
 
-def onnx_embedder(cache: Path, int8: bool) -> Any:
+def onnx_embedder(cache: Path, int8: bool, batch_size: int = 32) -> Any:
     from ragcycle.settings import load_settings
     from tasks.embedding import OnnxEmbedder, model_max_tokens
 
     path = load_settings(config_file=None).embedding_model_path()
-    return OnnxEmbedder(path, cache, model_id="m", int8=int8, limit=model_max_tokens(path))
+    return OnnxEmbedder(
+        path, cache, model_id="m", int8=int8, limit=model_max_tokens(path), batch_size=batch_size
+    )
 
 
 def test_onnx_vectors_match_the_pytorch_ones(embedder: Any, onnx_cache: Path) -> None:
@@ -129,6 +131,42 @@ def test_onnx_vectors_match_the_pytorch_ones(embedder: Any, onnx_cache: Path) ->
     int8 = onnx_embedder(onnx_cache, int8=True).embed(SAMPLE_TEXTS)
     agreement = (int8 * reference).sum(axis=1)
     assert agreement.min() >= 0.95 and agreement.mean() >= 0.98  # nDCG: bench/embed.py
+
+
+@pytest.mark.parametrize(
+    ("embedding", "expected"),
+    [
+        ({"backend": "onnx-int8"}, 1),
+        ({"backend": "onnx"}, 1),
+        ({"backend": "torch"}, 4),
+        ({"backend": "torch", "device": "cuda"}, 32),
+        ({"backend": "onnx-int8", "batch_size": 16}, 16),
+    ],
+)
+def test_auto_batch_size_is_small_on_cpu_and_large_on_gpu(
+    embedding: dict[str, Any], expected: int
+) -> None:
+    from ragcycle.settings import load_settings
+    from tasks.embedding import encode_batch_size
+
+    assert encode_batch_size(load_settings(config_file=None, embedding=embedding).embedding) == (
+        expected
+    )
+
+
+def test_an_int8_vector_does_not_depend_on_its_batch_at_the_auto_size(onnx_cache: Path) -> None:
+    """Dynamic quantization scales activations per call: at one text a call, a chunk embeds
+    the same alone or among others, so a re-ingest reproduces its vectors exactly."""
+    from ragcycle.settings import load_settings
+    from tasks.embedding import encode_batch_size
+
+    size = encode_batch_size(
+        load_settings(config_file=None, embedding={"backend": "onnx-int8"}).embedding
+    )
+    embedder = onnx_embedder(onnx_cache, int8=True, batch_size=size)
+    together = embedder.embed(SAMPLE_TEXTS)
+    for row, text in enumerate(SAMPLE_TEXTS):
+        assert np.array_equal(embedder.embed([text])[0], together[row])
 
 
 def test_the_export_is_made_once_and_keyed_by_the_model_files(
