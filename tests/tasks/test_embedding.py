@@ -128,9 +128,9 @@ def test_onnx_vectors_match_the_pytorch_ones(embedder: Any, onnx_cache: Path) ->
     assert fp32.shape == reference.shape == (5, 384)
     assert np.allclose(np.linalg.norm(fp32, axis=1), 1.0, atol=1e-5)
     assert (fp32 * reference).sum(axis=1).min() >= 0.999
-    int8 = onnx_embedder(onnx_cache, int8=True).embed(SAMPLE_TEXTS)
+    int8 = onnx_embedder(onnx_cache, int8=True, batch_size=1).embed(SAMPLE_TEXTS)  # auto size
     agreement = (int8 * reference).sum(axis=1)
-    assert agreement.min() >= 0.95 and agreement.mean() >= 0.98  # nDCG: bench/embed.py
+    assert agreement.min() >= 0.98 and agreement.mean() >= 0.99  # nDCG: bench/embed.py
 
 
 @pytest.mark.parametrize(
