@@ -99,6 +99,9 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,
+        # As a shell without job control starts a background command: SIGINT ignored. Ctrl-C
+        # must stop the UI all the same (it did not: CI started from such a shell hung here).
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
     )
     try:
         assert ui.stdout is not None

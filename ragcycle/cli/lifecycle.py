@@ -244,8 +244,11 @@ def ui(config: ConfigOption = None, as_json: JsonOption = False) -> None:
 
     settings = settings_for(config)
     servers = ui_servers(settings)
-    # A SIGTERM (a service manager, a test) stops the servers like Ctrl-C does.
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    # A SIGTERM (a service manager, a test) stops the servers like Ctrl-C does. SIGINT is set
+    # too: a shell without job control starts background commands with SIGINT ignored, Python
+    # keeps that, and Ctrl-C (or `kill -INT`) then left the UI and both servers running.
+    for stopping in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(stopping, signal.default_int_handler)
     try:
         with running_uis(servers, settings.data_dir / "logs") as processes:
             urls = {server.name: server.url for server in servers}
