@@ -40,6 +40,7 @@ sys.path.insert(0, str(REPO))
 from bench.generate import questions  # noqa: E402
 
 LEVELS = (1, 4, 16)
+BENCH_KEY = "bench-key"  # the API is closed by default: the benchmark sends this key
 
 
 def main() -> None:
@@ -188,6 +189,7 @@ def server(
         "progress = false",
         "[api]",
         f"port = {port}",
+        f'api_key = "{BENCH_KEY}"',
         "max_queue = 64",
         *([f'[mlflow]\ntracking_uri = "{tracking_uri}"'] if tracking_uri else []),
         "[tracing]",
@@ -232,7 +234,7 @@ def level_run(
 
     def client() -> None:
         nonlocal refused
-        with httpx.Client(timeout=300) as http:
+        with httpx.Client(timeout=300, headers={"X-API-Key": BENCH_KEY}) as http:
             for number in issued:
                 if time.monotonic() > deadline:
                     return
@@ -268,7 +270,7 @@ def alternate(
     """One request at a time, alternating between the two servers: p50 of each and the ratio."""
     times: dict[str, list[float]] = {traced: [], untraced: []}
     deadline = time.monotonic() + max_seconds
-    with httpx.Client(timeout=300) as http:
+    with httpx.Client(timeout=300, headers={"X-API-Key": BENCH_KEY}) as http:
         for number in range(count):
             if time.monotonic() > deadline:
                 break

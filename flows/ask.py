@@ -169,6 +169,7 @@ class Asker:
         result.query_id = self.record(
             {
                 **_log_record(self.index.name, answered.retrieval, answered.answer, result),
+                "question": answered.stored_question,
                 "index_version": self.version,
                 "trace_id": answered.trace_id,
                 "session_id": session_id,
@@ -203,7 +204,6 @@ def _log_record(
 ) -> dict[str, Any]:
     return {
         "collection": collection,
-        "question": retrieval.question,
         "chunk_ids": [hit.chunk_id for hit in retrieval.hits],
         "scores": [round(hit.score, 4) for hit in retrieval.hits],
         "best_score": retrieval.best_score,

@@ -30,6 +30,7 @@ SHOWN_METRICS = (
     "hit_rate_at_5",
     "mrr",
     "answer_similarity",
+    "answer_contains_key",
     "abstained_when_unanswerable",
     "judge_faithfulness",
     "judge_correctness",

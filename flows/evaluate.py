@@ -14,10 +14,15 @@ from ragcycle.runtime import configure_environment
 from ragcycle.settings import load_settings
 from tasks.answering import Answered, GuardConfig, Parts, TraceOptions, answer_many_task
 from tasks.embedding import embedder_from_settings
+from tasks.evaluation.calibration import (
+    calibration_metrics,
+    judge_calibration_task,
+    judge_summary,
+)
 from tasks.evaluation.golden import load_golden_task
 from tasks.evaluation.growth import dataset_version
 from tasks.evaluation.judges import JUDGE_CRITERIA, judge_params, judge_rows_task, judge_source
-from tasks.evaluation.paired import flaky_questions, per_question
+from tasks.evaluation.paired import flaky_questions, per_question, ranked_relevance
 from tasks.evaluation.scoring import (
     QUALITY_METRICS,
     score_rows_task,
@@ -114,7 +119,21 @@ def evaluate(request: EvaluateRequest) -> dict[str, Any]:
         plan=search_plan(settings, index),
     )
     judge = judge_from_settings(settings)
-    config = scoring_config(settings.evaluation, generator.name, generator.model, k)
+    judging = settings.evaluation.judge
+    calibration = judge_calibration_task(judge, judging, settings.data_dir)
+    judged_by = judge_summary(judge, judging.formulation, calibration)
+    unreliable = judged_by["unreliable"] if judged_by else []
+    uncalibrated = judged_by["uncalibrated"] if judged_by else []
+    if unreliable:
+        logger.warning("unreliable judge metrics, kept out of decisions: %s", unreliable)
+    config = scoring_config(
+        settings.evaluation,
+        generator.name,
+        generator.model,
+        k,
+        pii=parts.guard.pii,
+        keeping=parts.guard.keeping,
+    )
     experiment = request.experiment or f"{settings.mlflow.experiment_prefix}-eval-{golden.name}"
     trace = None
     if settings.tracing.enabled:
@@ -151,10 +170,11 @@ def evaluate(request: EvaluateRequest) -> dict[str, Any]:
     evaluation = settings.evaluation
     if judge is not None:
         contexts = [[hit.text for hit in one.chunks] for one in answered]
-        rows = judge_rows_task(rows, contexts, judge, evaluation.judge.context_chars)
+        rows = judge_rows_task(rows, contexts, judge, judging.context_chars, judging.formulation)
     summary = summarize_task(
         rows, k, evaluation.bootstrap_samples, evaluation.confidence, evaluation.seed
     )
+    summary.metrics.update(calibration_metrics(calibration))
     params = {
         "dataset": dataset_path,
         "dataset_digest": golden.digest,
@@ -175,7 +195,8 @@ def evaluate(request: EvaluateRequest) -> dict[str, Any]:
         "generator_sha256": generator.sha256 or "",
         "priced": config.priced,
         "judge": judge is not None,
-        **judge_params(judge),
+        **judge_params(judge, judging.formulation),
+        **({"judge_reliable": not unreliable} if judge is not None else {}),
     }
     report = {
         "experiment": experiment,
@@ -184,6 +205,7 @@ def evaluate(request: EvaluateRequest) -> dict[str, Any]:
         "questions": summary.questions,
         "failed_rows": golden.errors,
         "params": params,
+        "judge": judged_by,
     }
     names = [t.format(k=k) for t in QUALITY_METRICS]
     judged = list(JUDGE_CRITERIA) if judge is not None else []
@@ -213,10 +235,11 @@ def evaluate(request: EvaluateRequest) -> dict[str, Any]:
             "ragcycle.dataset_digest": golden.digest,
             **({"ragcycle.index_version": str(version)} if version else {}),
             **({"ragcycle.role": request.role} if request.role else {}),
+            **({"ragcycle.judge.unreliable": ",".join(unreliable)} if unreliable else {}),
             **request.tags,
         },
         judge_metrics=judged,
-        judge_source=judge_source(judge),
+        judge_source=judge_source(judge, judging.formulation),
         prompt_uri=prompt.uri,
     )
     run_id = log_evaluation_task(
@@ -257,17 +280,18 @@ def evaluate(request: EvaluateRequest) -> dict[str, Any]:
     at_own_k = {
         t.format(k="k"): t.format(k=k) for t in (*QUALITY_METRICS, *settings.lifecycle.gate)
     }
-    scored = per_question(rows, [*names, *judged, *gated])
+    # An unreliable judge's scores are logged (marked) but never handed to a decision.
+    trusted = {n: v for n, v in summary.metrics.items() if n not in unreliable}
+    scored = per_question(rows, [n for n in [*names, *judged, *gated] if n not in unreliable])
     return {
         "run_id": run_id,
         "experiment": experiment,
+        "judge": judged_by,
+        "unreliable_metrics": unreliable,
+        "uncalibrated_metrics": uncalibrated,  # no absolute thresholds on these
         "metrics": {
-            **summary.metrics,
-            **{
-                alias: summary.metrics[name]
-                for alias, name in at_own_k.items()
-                if name in summary.metrics
-            },
+            **trusted,
+            **{alias: trusted[name] for alias, name in at_own_k.items() if name in trusted},
         },
         "ci": report["ci"],
         "questions": summary.questions,
@@ -281,4 +305,7 @@ def evaluate(request: EvaluateRequest) -> dict[str, Any]:
             **{alias: scored[name] for alias, name in at_own_k.items() if name in scored},
         },
         "flaky": flaky_questions(rows, gated),
+        # For retrieval compared at a common depth: the k answered with, and what was found.
+        "k": k,
+        "ranked": ranked_relevance(rows),
     }

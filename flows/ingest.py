@@ -39,6 +39,7 @@ from tasks.indexing.writes import remove_documents_task, write_documents
 from tasks.loading import walk_sources
 from tasks.locking import writer_lock
 from tasks.retrying import worth_retrying
+from tasks.stopping import raise_if_stopped
 from tasks.tracking.flow_runs import describe_flow_run, run_tags
 from tasks.tracking.reports import IngestReport, StageTimer, publish_ingest_report
 from tasks.tracking.runs import log_lifecycle_decision, mlflow_client, start_lifecycle_run
@@ -77,7 +78,9 @@ def ingest_partition(
 
     With a scan in the recipe every chunk is checked for PII and injection markers; flagged
     chunks are indexed with their findings, or left out when the recipe quarantines them."""
+    raise_if_stopped()
     prepared = prepare_partition(partition.sources, recipe, pool)
+    raise_if_stopped()
     seconds = dict(prepared.seconds)
     begun = time.perf_counter()
     ordered = prepared.ordered

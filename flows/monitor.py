@@ -119,6 +119,8 @@ def monitor(request: MonitorRequest) -> dict[str, Any]:
         drift,
         query_drift(queries, serving.settings.generation.min_score),
         life.query_drift_max_share,
+        result.get("unreliable_metrics", []),
+        result.get("uncalibrated_metrics", []),
     )
     limits = life.production
     log = QueryLog(settings.data_dir / "query_log.sqlite")

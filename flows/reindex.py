@@ -13,19 +13,21 @@ from typing import Any
 
 from prefect import flow, get_run_logger
 from prefect.futures import PrefectFuture
-from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
+from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import BaseModel, Field
 
 from flows.challenge import Built, GroupRequest, build_and_evaluate, evaluate_champion
-from ragcycle.errors import ConfigError
+from ragcycle.errors import ConfigError, ConflictError
 from ragcycle.runtime import configure_environment
 from ragcycle.settings import Settings, load_settings, merge_nested
 from tasks.challengers import Contender, plan_contenders, share_key
-from tasks.indexing.lexical import drop_collection
-from tasks.locking import writer_lock
+from tasks.indexing.lexical import collection_names, drop_collection
+from tasks.locking import registry_lock, writer_lock
 from tasks.promotion import GateStats, gate_names
 from tasks.reindex_report import gate_contenders, summarize_candidates
+from tasks.stopping import gather, request_stop, settle, stop_message, stoppable
 from tasks.tracking.flow_runs import describe_flow_run, run_tags
+from tasks.tracking.mlflow_threads import settle_autologging
 from tasks.tracking.runs import (
     end_failed_run,
     mlflow_client,
@@ -40,6 +42,7 @@ from tasks.versions import (
     settings_for_version,
 )
 from tasks.versions.records import CorpusState, corpus_state
+from tasks.versions.retention import clean_up, fail_unfinished
 
 __all__ = ["ReindexRequest", "reindex"]
 
@@ -81,7 +84,7 @@ def reindex(request: ReindexRequest) -> dict[str, Any]:
     contender is live or being built, so a burst of triggers leads to one rebuild."""
     settings = load_settings(request.config_file, **request.overrides)
     configure_environment(settings)
-    with writer_lock(settings.data_dir, "reindex", settings.writer_wait_seconds):
+    with writer_lock(settings.data_dir, "reindex", settings.writer_wait_seconds), stoppable():
         return _reindex(request, settings)
 
 
@@ -89,6 +92,8 @@ def _reindex(request: ReindexRequest, settings: Settings) -> dict[str, Any]:
     logger = get_run_logger()
     begun = time.perf_counter()
     mlflow_client(settings.mlflow_tracking_uri)
+    # On this thread, before any contender thread imports: see tasks.tracking.mlflow_threads.
+    settle_autologging()
     registry = VersionRegistry(settings.mlflow_tracking_uri, settings.chroma.collection)
     live = registry.live()
     paths = request.paths or [str(p) for p in settings.lifecycle.sources]
@@ -144,10 +149,13 @@ def _reindex(request: ReindexRequest, settings: Settings) -> dict[str, Any]:
     }
     context = _Context(request, registry, live, dataset, experiment, parent, base)
     workers = settings.prefect.max_workers if request.parallel else 1
+    timeout = settings.lifecycle.contender_timeout_minutes * 60
     try:
-        built, champion = _build_and_evaluate(_groups(contenders, context), context, workers)
-    except BaseException:
-        end_failed_run(settings.mlflow_tracking_uri, parent)
+        built, champion = _build_and_evaluate(
+            _groups(contenders, context), context, workers, timeout
+        )
+    except BaseException as exc:
+        _abandon(registry, settings, parent, exc)
         raise
 
     tolerances, thresholds = gate_names(settings.lifecycle, "k")  # each version at its own k
@@ -157,19 +165,27 @@ def _reindex(request: ReindexRequest, settings: Settings) -> dict[str, Any]:
         power=settings.lifecycle.gate_power,
         seed=settings.evaluation.seed,
         exclude_flaky=settings.lifecycle.exclude_flaky,
+        min_questions=settings.lifecycle.gate_min_questions,
     )
     outcome = gate_contenders(contenders, built, champion, tolerances, thresholds, stats)
     chosen = outcome.chosen
     if chosen is not None:
-        registry.promote(chosen.version)
+        try:
+            with registry_lock(settings.data_dir, settings.writer_wait_seconds + 60):
+                registry.promote_over(chosen.version, live.version if live else None)
+        except ConflictError as exc:
+            logger.warning("%s", exc)
+            outcome.reasons.insert(0, str(exc))
+            chosen = outcome.chosen = None
     _discard(registry, settings, built, keep=chosen.version if chosen else None)
-    if chosen is not None:
-        dropped = registry.delete(
-            registry.expired(settings.lifecycle.retention),
-            partial(drop_collection, settings),
-        )
-    else:
-        dropped = []
+    cleanup = clean_up(
+        registry,
+        keep=settings.lifecycle.retention,
+        build_timeout_seconds=settings.lifecycle.build_timeout_minutes * 60,
+        existing=partial(collection_names, settings),
+        drop=partial(drop_collection, settings),
+    )
+    dropped = cleanup.deleted
     seconds = time.perf_counter() - begun
     extra = {
         "version": chosen.version if chosen else None,
@@ -178,6 +194,7 @@ def _reindex(request: ReindexRequest, settings: Settings) -> dict[str, Any]:
         "previous": live.version if live else None,
         "live": chosen.version if chosen else (live.version if live else None),
         "deleted_versions": dropped,
+        "cleaned_versions": sorted(cleanup.emptied + cleanup.abandoned),
         "candidates": summarize_candidates(contenders, built, outcome),
         "champion": outcome.champion_summary,
         "skipped": skipped,
@@ -201,12 +218,31 @@ def _reindex(request: ReindexRequest, settings: Settings) -> dict[str, Any]:
     )
 
 
+class _StoppableThreadPool(ThreadPoolTaskRunner):  # type: ignore[type-arg]
+    """Prefect's thread pool, except that leaving it on an error does not wait for threads
+    still running: they stop at their next step (tasks.stopping), and a stop must not wait for
+    a contender to finish its build."""
+
+    def __exit__(self, exc_type: Any, exc_value: Any, traceback: Any) -> None:
+        if exc_type is not None and self._executor is not None:
+            for event in self._cancel_events.values():
+                event.set()
+            self._executor.shutdown(wait=False, cancel_futures=True)
+            self._executor = None
+        super().__exit__(exc_type, exc_value, traceback)
+
+
+# How long a stopped reindex waits for its contenders to reach their next step and record
+# themselves failed before it marks them itself (a SIGTERM must end the run within 15 s).
+STOP_GRACE_SECONDS = 8.0
+
+
 def _build_and_evaluate(
-    groups: list[tuple[str, GroupRequest]], context: _Context, workers: int
+    groups: list[tuple[str, GroupRequest]], context: _Context, workers: int, timeout: float
 ) -> tuple[list[Built], dict[str, Any] | None]:
-    """Every group's build and evaluations, and the champion's evaluation, side by side."""
-    pool: TaskRunner[Any] = ThreadPoolTaskRunner(max_workers=max(1, workers))
-    with pool as runner:
+    """Every group's build and evaluations, and the champion's evaluation, side by side; the
+    first to fail, a signal, or ``timeout`` seconds stop them all."""
+    with _StoppableThreadPool(max_workers=max(1, workers)) as runner:
         champion_future: PrefectFuture[dict[str, Any]] | None = (
             runner.submit(
                 evaluate_champion,
@@ -227,9 +263,28 @@ def _build_and_evaluate(
             runner.submit(build_and_evaluate, {"request": group, "label": label})
             for label, group in groups
         ]
+        waiting: list[PrefectFuture[Any]] = [*futures, *filter(None, [champion_future])]
+        try:
+            gather(waiting, timeout, setting="lifecycle.contender_timeout_minutes")
+        except BaseException as exc:
+            request_stop(stop_message(exc))
+            settle(waiting, STOP_GRACE_SECONDS)
+            raise
         built: list[Built] = [b for future in futures for b in future.result()]
         champion = champion_future.result() if champion_future is not None else None
     return built, champion
+
+
+def _abandon(
+    registry: VersionRegistry, settings: Settings, parent: str, exc: BaseException
+) -> None:
+    """What a failed, stopped or timed-out reindex leaves: its unfinished versions failed (the
+    next reindex proceeds), its MLflow run FAILED; the live version is untouched."""
+    why = stop_message(exc)
+    try:
+        fail_unfinished(registry, why)
+    finally:
+        end_failed_run(settings.mlflow_tracking_uri, parent)
 
 
 def _not_being_built(

@@ -7,10 +7,13 @@ these at the boundary so callers never need to import a backend to catch a failu
     ├── ConfigError          bad settings: the message says what to change
     ├── DocumentError        one document cannot be read; recorded and skipped, never fatal to a run
     ├── IndexStoreError      the vector store refused or failed an operation
+    ├── FilterError          a metadata filter the vector store refuses (the caller's to fix)
     ├── GenerationError      the LLM backend failed after its retries
     ├── ModelError           a local model file is absent, corrupt or not a model
     ├── RegistryError        the index version registry (MLflow) cannot be read or written
-    └── BusyError            another writer holds the data dir
+    ├── BusyError            another writer holds the data dir
+    ├── ConflictError        the live version changed under a reindex that gated against it
+    ├── StoppedError         a run was stopped by a signal or ran past its timeout
     └── DatasetError         a golden dataset or benchmark set cannot be used at all
 """
 
@@ -19,13 +22,16 @@ from __future__ import annotations
 __all__ = [
     "BusyError",
     "ConfigError",
+    "ConflictError",
     "DatasetError",
     "DocumentError",
+    "FilterError",
     "GenerationError",
     "IndexStoreError",
     "ModelError",
     "RagcycleError",
     "RegistryError",
+    "StoppedError",
 ]
 
 
@@ -50,6 +56,10 @@ class IndexStoreError(RagcycleError):
     """The vector store failed an operation."""
 
 
+class FilterError(RagcycleError):
+    """A metadata filter (``where``) the vector store refuses; the message says why."""
+
+
 class GenerationError(RagcycleError):
     """The generation backend failed after its retries."""
 
@@ -68,3 +78,13 @@ class RegistryError(RagcycleError):
 
 class BusyError(RagcycleError):
     """Another writer (ingest, reindex, demo) holds the data dir; the message names it."""
+
+
+class ConflictError(RagcycleError):
+    """The live version is no longer the one a decision was made against (a rollback or a
+    promotion by hand during a reindex); nothing was changed."""
+
+
+class StoppedError(RagcycleError):
+    """A run was stopped (SIGTERM, Ctrl-C) or a stage ran past its timeout; what it had built
+    is marked failed and the live version is untouched."""

@@ -15,12 +15,15 @@ from dataclasses import asdict, dataclass
 from ragcycle.errors import (
     BusyError,
     ConfigError,
+    ConflictError,
     DatasetError,
+    FilterError,
     GenerationError,
     IndexStoreError,
     ModelError,
     RagcycleError,
     RegistryError,
+    StoppedError,
 )
 
 __all__ = ["Failure", "describe"]
@@ -44,10 +47,13 @@ _OWN: tuple[tuple[type[RagcycleError], str, str], ...] = (
     (ConfigError, "config", "fix the setting named above; `ragcycle config show` prints them all"),
     (RegistryError, "registry", "check mlflow.tracking_uri and that the MLflow server is up"),
     (IndexStoreError, "index", "check chroma.url (or chroma.path) and that Chroma is up"),
+    (FilterError, "filter", "fix the where filter: see Chroma's metadata filtering docs"),
     (GenerationError, "generation", "check generation.base_url and the model server"),
     (ModelError, "model", "`ragcycle models list` shows what is pulled; `models pull NAME`"),
     (DatasetError, "dataset", "check the dataset path and its format"),
     (BusyError, "busy", "wait for it to finish, or set writer_wait_seconds to queue behind it"),
+    (ConflictError, "conflict", "check `ragcycle index list`, then run the reindex again"),
+    (StoppedError, "stopped", "run it again: it starts afresh and the live version is untouched"),
 )
 
 # Substrings of library messages -> (kind, what happened, what to do). First match wins.

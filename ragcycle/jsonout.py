@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import sys
 from typing import Any
 
-__all__ = ["dumps", "strict"]
+__all__ = ["StdoutGuard", "dumps", "strict"]
 
 
 def strict(value: Any) -> Any:
@@ -27,3 +29,35 @@ def strict(value: Any) -> Any:
 def dumps(value: Any, *, indent: int | None = None) -> str:
     """Strict JSON text; objects JSON does not know (paths, dates) become their string."""
     return json.dumps(strict(value), allow_nan=False, default=str, indent=indent)
+
+
+class StdoutGuard:
+    """While a ``--json`` command runs, file descriptor 1 points at stderr: whatever a library
+    prints, from Python or from C, cannot mix with the one JSON object, which :meth:`write`
+    sends to the real stdout saved aside."""
+
+    def __init__(self) -> None:
+        self._saved: int | None = None
+
+    def __enter__(self) -> StdoutGuard:
+        sys.stdout.flush()
+        self._saved = os.dup(1)
+        os.dup2(2, 1)
+        return self
+
+    def write(self, text: str) -> None:
+        """One line on the real stdout."""
+        sys.stdout.flush()  # what was printed before goes out (to stderr) first
+        if self._saved is None:
+            print(text)
+            return
+        data = (text + "\n").encode()
+        while data:
+            data = data[os.write(self._saved, data) :]
+
+    def __exit__(self, *exc: object) -> None:
+        if self._saved is not None:
+            sys.stdout.flush()
+            os.dup2(self._saved, 1)
+            os.close(self._saved)
+            self._saved = None

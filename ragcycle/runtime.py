@@ -9,17 +9,25 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
+import threading
+import time
 from collections.abc import Mapping
 from pathlib import Path
+from typing import NoReturn
 
 from ragcycle.settings import Settings
 
 __all__ = [
+    "Terminated",
     "configure_environment",
+    "leave",
     "library_environment",
     "quiet_console_tracebacks",
+    "raise_on_sigterm",
     "start_local_prefect",
+    "stop_temporary_prefect",
 ]
 
 # Offline and quiet by default: no telemetry, no hub look-ups.
@@ -157,3 +165,56 @@ def start_local_prefect(settings: Settings, wait_seconds: float = 300) -> None:
 def script_path(name: str) -> str:
     """A console script installed beside this interpreter, not whichever is first on PATH."""
     return str(Path(sys.executable).parent / name)
+
+
+class Terminated(BaseException):
+    """SIGTERM arrived: raised in the main thread like Ctrl-C's KeyboardInterrupt, so that a
+    command unwinds (its runs marked, its locks released, its servers stopped) and exits 143."""
+
+
+def raise_on_sigterm() -> None:
+    """Turn SIGTERM into :class:`Terminated`. Prefect's flow engine puts its own handler in
+    front while a flow runs and, once it has recorded the crash, re-sends the signal to the one
+    it found: with the default that kills the process on the spot (no ``atexit``, so its
+    temporary server outlives it, and no final output); with this one the command ends."""
+
+    def handler(signum: int, frame: object) -> None:
+        raise Terminated(signum)
+
+    signal.signal(signal.SIGTERM, handler)
+
+
+def leave(code: int, *, grace_seconds: float = 5.0) -> NoReturn:
+    """End the process with ``code`` without hanging on threads a stopped command left behind.
+
+    A thread cannot be killed, and the interpreter joins every non-daemon thread before it
+    exits (before ``atexit``, which is where Prefect stops its temporary server). Threads still
+    running after ``grace_seconds`` would hold the process (and that server) for as long as
+    they run, so then the server is stopped here and the process ends at once.
+    """
+    deadline = time.monotonic() + grace_seconds
+    for thread in _busy_threads():
+        thread.join(timeout=max(0.0, deadline - time.monotonic()))
+    if not _busy_threads():
+        sys.exit(code)
+    stop_temporary_prefect()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+def stop_temporary_prefect() -> None:
+    """Stop the temporary Prefect servers this process started (if it imported Prefect's)."""
+    module = sys.modules.get("prefect.server.api.server")
+    if module is None:
+        return
+    for server in list(module.SubprocessASGIServer._instances.values()):
+        server.stop()
+
+
+def _busy_threads() -> list[threading.Thread]:
+    return [
+        thread
+        for thread in threading.enumerate()
+        if thread is not threading.main_thread() and not thread.daemon and thread.is_alive()
+    ]

@@ -78,6 +78,9 @@ def ui_servers(settings: Settings) -> list[UiServer]:
         url = settings.mlflow_ui_url
         servers.append(UiServer("mlflow", url, f"{url}/health"))
     else:
+        from tasks.tracking.store_setup import prepare_tracking_store
+
+        prepare_tracking_store(settings.mlflow_tracking_uri)  # whole before the server opens it
         port = free_port(host, ui.mlflow_port)
         url = f"http://{host}:{port}"
         artifact_root = settings.mlflow_artifact_location

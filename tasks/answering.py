@@ -21,8 +21,10 @@ from tasks.embedding import TextEmbedder
 from tasks.generation.answers import Answer, Generator
 from tasks.generation.prompts import PromptTemplate
 from tasks.guardrails import PiiDetector, Verdict, guard_answer, pii_detector, withhold_injected
+from tasks.guardrails.keeping import Keeping
 from tasks.indexing.store import Hit, VectorIndex
 from tasks.retrieval import DENSE, Retrieval, SearchPlan, retrieve
+from tasks.stopping import raise_if_stopped
 from tasks.tracking.traces import QueryTrace, retrieved_documents
 
 __all__ = [
@@ -46,16 +48,21 @@ class GuardConfig:
     support_threshold: float
     withhold_injected: bool
     pii: PiiDetector
+    keeping: Keeping = field(default_factory=Keeping)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> GuardConfig:
         guard = settings.guardrails
+        detector = pii_detector(tuple(guard.pii_entities), guard.pii_score)
         return cls(
             toxicity_threshold=settings.evaluation.toxicity_threshold,
             pii_action=guard.pii_action,
             support_threshold=guard.support_threshold,
             withhold_injected=guard.withhold_injected,
-            pii=pii_detector(tuple(guard.pii_entities), guard.pii_score),
+            pii=detector,
+            keeping=Keeping(
+                detector, settings.tracing.keep_raw, settings.tracing.keep_raw_questions
+            ),
         )
 
 
@@ -91,6 +98,7 @@ class Answered:
     chunks: list[Hit]  # what the prompt saw
     trace: QueryTrace | None
     trace_id: str | None = None
+    stored_question: str = ""  # the question as stored copies keep it
 
     def close_trace(self, tags: dict[str, str]) -> Callable[[], None]:
         """Finish the trace with the served answer; the callable writes it (a no-op untraced)."""
@@ -120,7 +128,10 @@ def answer_question(
 
     traced = trace
     plan = plan or parts.plan
-    inputs: dict[str, Any] = {"question": question, "k": k, "mode": plan.mode}
+    keeping = parts.guard.keeping
+    # Redacted once: the trace opened with it, and the query log reuses it (Answered).
+    stored_question = traced.question if traced else keeping.question(question)
+    inputs: dict[str, Any] = {"question": stored_question, "k": k, "mode": plan.mode}
     with _step(traced, "retrieve", SpanType.RETRIEVER, inputs) as span:
         retrieval = retrieve(
             question,
@@ -132,13 +143,14 @@ def answer_question(
             plan=plan,
         )
         chunks = retrieval.top_chunks(k)
-        _set(span, outputs=retrieved_documents(chunks))
+        if span is not None:
+            _set(span, outputs=retrieved_documents(chunks, keeping.passage))
     withheld: dict[str, list[str]] = {}
     if parts.guard.withhold_injected:
         chunks, withheld = withhold_injected(chunks)
     model = {SpanAttributeKey.MODEL: parts.generator.model}
-    inputs = {"question": question, "chunks": [hit.chunk_id for hit in chunks]}
-    with _step(traced, "generate", SpanType.CHAT_MODEL, inputs, model) as span:
+    inputs = {"question": stored_question, "chunks": [hit.chunk_id for hit in chunks]}
+    with _step(traced, "generate", SpanType.CHAT_MODEL, inputs, model) as generated:
         answer = parts.generator.generate(
             question, chunks, parts.prompt, retrieval.vector, seed=seed
         )
@@ -147,8 +159,8 @@ def answer_question(
             "output_tokens": answer.completion_tokens,
             "total_tokens": answer.prompt_tokens + answer.completion_tokens,
         }
-        _set(span, outputs={"answer": answer.text}, attributes={SpanAttributeKey.CHAT_USAGE: usage})
-    with _step(traced, "guardrails", SpanType.GUARDRAIL, {"answer": answer.text}) as span:
+        _set(generated, attributes={SpanAttributeKey.CHAT_USAGE: usage})
+    with _step(traced, "guardrails", SpanType.GUARDRAIL) as span:
         guard = parts.guard
         verdict = guard_answer(
             answer.text,
@@ -158,9 +170,15 @@ def answer_question(
             support_threshold=guard.support_threshold,
             withheld=withheld,
             pii=guard.pii,
+            abstained=answer.abstained,
         )
-        _set(span, outputs=verdict.as_dict())
-    return Answered(retrieval, answer, verdict, chunks, traced, traced.trace_id if traced else None)
+        # The spans are written after the verdict: they keep what was served (unless
+        # tracing.keep_raw), never the raw text the guardrails redacted or withheld.
+        stored_answer = {"answer": keeping.answer(answer.text, verdict.answer)}
+        _set(generated, outputs=stored_answer)
+        _set(span, outputs=verdict.as_dict(), inputs=stored_answer)
+    trace_id = traced.trace_id if traced else None
+    return Answered(retrieval, answer, verdict, chunks, traced, trace_id, stored_question)
 
 
 def answer_many(
@@ -173,6 +191,7 @@ def answer_many(
     """Each question answered as production would answer it, its trace written at once."""
     answered: list[Answered] = []
     for question, seed in zip(questions, seeds, strict=True):
+        raise_if_stopped()
         traced = open_trace(parts, question, trace)
         try:
             one = answer_question(parts, question, k, seed=seed, trace=traced)
@@ -209,7 +228,8 @@ def open_trace(parts: Parts, question: str, trace: TraceOptions | None) -> Query
         "ragcycle.collection": parts.index.name,
         **trace.tags,
     }
-    return QueryTrace(trace.experiment_id, question, tags, trace.session_id)
+    stored = parts.guard.keeping.question(question)
+    return QueryTrace(trace.experiment_id, stored, tags, trace.session_id)
 
 
 @contextmanager
@@ -217,7 +237,7 @@ def _step(
     trace: QueryTrace | None,
     name: str,
     span_type: str,
-    inputs: Any,
+    inputs: Any = None,
     attributes: dict[str, Any] | None = None,
 ) -> Iterator[Any]:
     if trace is None:
@@ -227,9 +247,14 @@ def _step(
         yield span
 
 
-def _set(span: Any, outputs: Any = None, attributes: dict[str, Any] | None = None) -> None:
+def _set(
+    span: Any, outputs: Any = None, attributes: dict[str, Any] | None = None, inputs: Any = None
+) -> None:
     if span is None:
         return
-    span.set_outputs(outputs)
+    if outputs is not None:
+        span.set_outputs(outputs)
+    if inputs is not None:
+        span.inputs = inputs
     if attributes:
         span.set_attributes(attributes)

@@ -114,12 +114,28 @@ def walk_sources(
                     warnings.append({"path": str(file), "warning": problem})
                 elif file.suffix.lower() in suffixes and not _hidden(file, path):
                     doc_id = file.relative_to(path).as_posix()
-                    found[doc_id] = SourceFile(path=file, root=path, doc_id=doc_id)
+                    _add(found, warnings, SourceFile(path=file, root=path, doc_id=doc_id))
         elif _CONTROL.search(path.name):
             warnings.append({"path": repr(str(path)), "warning": _CONTROL_WARNING})
         else:
-            found[path.name] = SourceFile(path=path, root=path.parent, doc_id=path.name)
+            _add(found, warnings, SourceFile(path=path, root=path.parent, doc_id=path.name))
     return [found[key] for key in sorted(found)], warnings
+
+
+def _add(found: dict[str, SourceFile], warnings: list[dict[str, str]], source: SourceFile) -> None:
+    """Keep ``source`` unless another file already has its document id (two roots holding the
+    same relative path): that one stays, this one is reported, never silently overwritten."""
+    first = found.get(source.doc_id)
+    if first is None:
+        found[source.doc_id] = source
+    elif first.path.resolve() != source.path.resolve():
+        warnings.append(
+            {
+                "path": str(source.path),
+                "warning": f"skipped: its document id {source.doc_id!r} is already that of"
+                f" {first.path}; ingest both from one parent folder to tell them apart",
+            }
+        )
 
 
 # A newline or other control character in a file name would end up inside a document id, a

@@ -21,7 +21,7 @@ from filelock import FileLock, Timeout
 
 from ragcycle.errors import BusyError
 
-__all__ = ["pid_alive", "writer_lock"]
+__all__ = ["pid_alive", "registry_lock", "writer_lock"]
 
 
 @contextmanager
@@ -42,6 +42,30 @@ def writer_lock(data_dir: Path, command: str, wait_seconds: float) -> Iterator[N
             holder.write_text(
                 json.dumps({"command": command, "pid": os.getpid(), "since": time.time()})
             )
+        yield
+    finally:
+        if outermost:
+            holder.unlink(missing_ok=True)  # no record naming a writer that has gone
+        lock.release()
+
+
+@contextmanager
+def registry_lock(data_dir: Path, wait_seconds: float = 60) -> Iterator[None]:
+    """Held while the live pointer is read and moved (a reindex's promotion, ``index promote``,
+    ``index rollback``), so a check of what is live and the move that depends on it are one
+    step. Short-lived, apart from the writer lock, which a reindex holds for its whole build.
+    It orders writers on this machine; writers on other hosts sharing one MLflow server are
+    caught by the compare-and-swap re-reading the live version under it."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(data_dir / "registry.lock", timeout=wait_seconds, thread_local=False)
+    try:
+        lock.acquire()
+    except Timeout:
+        raise BusyError(
+            f"the live version of {data_dir} is being changed by another command"
+            f" (waited {wait_seconds:g} s); try again"
+        ) from None
+    try:
         yield
     finally:
         lock.release()

@@ -1,19 +1,27 @@
 """Promotion policy: which candidate index version, if any, may replace the live one.
 
-Evaluation produces per-question scores; this module turns a champion's and each challenger's
+Evaluation produces per-question scores; this module turns a champion's and the candidates'
 into a decision. The rule (documented in the README, "The gate"):
 
 1. Every candidate must meet the absolute thresholds.
-2. Non-inferiority, paired: for every guarded metric the lower bound of the paired confidence
-   interval of (candidate - champion) must lie above ``-tolerance``. Noise cannot sink a
-   candidate, and a real drop beyond the tolerance cannot pass.
+2. Non-inferiority, paired: for every guarded metric the one-sided sign-flip test must reject
+   "worse than live by ``tolerance`` or more" at ``1 - gate_confidence``. Requiring every metric
+   to pass is an intersection-union test, so its error rate needs no correction.
 3. Superiority for challengers: a ``lifecycle.candidates`` entry changes how the application
-   works, which is a risk worth taking only for a measured gain, so at least one guarded metric's
-   lower bound must lie above 0. A refresh of the live config on a changed corpus and the
-   operator's configured settings need only rule 2: the point of those is new documents, or a
-   change someone asked for.
+   works, which is a risk worth taking only for a measured gain, so some guarded metric must be
+   shown better than live. Every challenger's every guarded metric is one hypothesis of one
+   family, tested with Holm-Bonferroni at ``1 - gate_confidence``: the chance that any challenger
+   no better than live is promoted stays within that level however many metrics and challengers
+   a reindex tries (``bench/gate.py`` simulates it). A refresh of the live config on a changed
+   corpus and the operator's configured settings need only rule 2: the point of those is new
+   documents, or a change someone asked for.
 4. Among candidates that pass, those statistically indistinguishable from the best (on the mean
    of the guarded metrics, paired) compete on cost per question, then on p95 latency.
+
+Retrieval metrics that depend on k are compared at the smallest k among the versions compared,
+so a candidate that retrieves more chunks gains nothing mechanically. Questions whose verdict
+flips across repeats are left out only where the *live* version is flaky: a flaky candidate
+keeps its questions, scored by the mean of its repeats, so its instability counts against it.
 
 The gate metric names in settings carry a ``{k}`` placeholder; :func:`gate_names` fills it in
 for the reindex gate and the monitor alike.
@@ -23,12 +31,24 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from typing import Any
 
 from ragcycle.settings import LifecycleSettings
-from tasks.evaluation.paired import PairedDelta, paired_delta
+from tasks.evaluation.paired import DEPTH_METRICS, PairedDelta, at_depth, paired_delta
 
-__all__ = ["Evaluated", "GateStats", "Verdict", "choose", "gate_candidate", "gate_names"]
+__all__ = [
+    "Evaluated",
+    "GateStats",
+    "Verdict",
+    "at_common_depth",
+    "choose",
+    "common_depth",
+    "gate",
+    "gate_candidate",
+    "gate_names",
+    "holm",
+]
 
 
 def gate_names(
@@ -43,24 +63,34 @@ def gate_names(
 
 @dataclass(frozen=True)
 class GateStats:
-    """How the paired test is run: interval, power, and whether flaky questions count."""
+    """How the paired tests are run: level, power, draws, and whether flaky questions count."""
 
     samples: int = 2000
     confidence: float = 0.95
     power: float = 0.8
     seed: int = 0
     exclude_flaky: bool = True
+    min_questions: int = 20  # fewer paired questions than this: a warning with the verdict
+
+    @property
+    def alpha(self) -> float:
+        return 1 - self.confidence
 
 
 @dataclass
 class Evaluated:
-    """One evaluated version: its scores per question, summary metrics, cost and speed."""
+    """One evaluated version: its scores per question, summary metrics, cost and speed, and
+    (for comparing retrieval at a common depth) its k and each question's ranked relevance."""
 
     name: str
     per_question: Mapping[str, Mapping[str, float]]
     metrics: Mapping[str, float]
     flaky: Sequence[str] = ()
     requires_improvement: bool = False
+    k: int | None = None
+    ranked: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    unreliable: Sequence[str] = ()  # judge metrics whose judge failed its calibration
+    uncalibrated: Sequence[str] = ()  # judge metrics whose absolute values mean little
 
     @property
     def cost_per_question(self) -> float:
@@ -81,11 +111,94 @@ class Verdict:
     warnings: list[str] = field(default_factory=list)
     deltas: list[PairedDelta] = field(default_factory=list)
     excluded_flaky: list[str] = field(default_factory=list)
+    improved: list[str] = field(default_factory=list)  # metrics Holm found better than live
 
     def best_delta(self) -> PairedDelta | None:
         """The guarded metric that moved most in the candidate's favour."""
         scored = [d for d in self.deltas if not math.isnan(d.mean)]
         return max(scored, key=lambda d: d.ci_low, default=None)
+
+
+def common_depth(versions: Sequence[Evaluated]) -> int | None:
+    """The smallest k among ``versions``; None where some version lacks its k or its ranked
+    relevance (an evaluation from before they were recorded)."""
+    ks = [v.k for v in versions if v.ranked]
+    if len(ks) < len(versions) or any(k is None for k in ks):
+        return None
+    return min(int(k) for k in ks if k is not None)
+
+
+def at_common_depth(versions: Sequence[Evaluated], metrics: Sequence[str]) -> list[Evaluated]:
+    """``versions`` with their k-dependent ``metrics`` re-read at :func:`common_depth`."""
+    depth_metrics = [m for m in metrics if m in DEPTH_METRICS]
+    depth = common_depth(versions)
+    if not depth_metrics or depth is None:
+        return list(versions)
+    return [
+        replace(
+            version,
+            per_question={
+                **version.per_question,
+                **{m: at_depth(m, version.ranked, depth) for m in depth_metrics},
+            },
+        )
+        for version in versions
+    ]
+
+
+def holm(p_values: Mapping[Any, float], alpha: float) -> set[Any]:
+    """The hypotheses Holm-Bonferroni rejects at family-wise level ``alpha``."""
+    ordered = sorted(p_values.items(), key=lambda item: item[1])
+    rejected = set()
+    for rank, (key, p) in enumerate(ordered):
+        if not p <= alpha / (len(ordered) - rank):
+            break
+        rejected.add(key)
+    return rejected
+
+
+def gate(
+    candidates: Sequence[Evaluated],
+    champion: Evaluated | None,
+    *,
+    tolerances: Mapping[str, float],
+    thresholds: Mapping[str, float],
+    stats: GateStats = GateStats(),
+) -> dict[str, Verdict]:
+    """Rules 1-3 of the module docstring for every candidate of one reindex at once (the
+    superiority family spans all of them). Returns each candidate's verdict by name."""
+    verdicts: dict[str, Verdict] = {}
+    untrusted = _untrusted([*candidates, *([champion] if champion else [])], tolerances, thresholds)
+    tolerances = {m: t for m, t in tolerances.items() if m not in untrusted["ranking"]}
+    thresholds = {m: t for m, t in thresholds.items() if m not in untrusted["values"]}
+    skipped = sorted(set(untrusted["ranking"]) | set(untrusted["values"]))
+    depth = None
+    if champion is not None:
+        depth = common_depth([champion, *candidates])
+        champion, *candidates = at_common_depth([champion, *candidates], list(tolerances))
+    for candidate in candidates:
+        verdict = Verdict(name=candidate.name, passed=True)
+        verdict.warnings += [f"{m} not used: its judge failed calibration" for m in skipped]
+        verdict.reasons += _below_thresholds(candidate, thresholds)
+        if champion is not None:
+            _compare(verdict, candidate, champion, tolerances, stats, depth)
+        verdicts[candidate.name] = verdict
+    family = {
+        (candidate.name, delta.metric): delta.p_better
+        for candidate in candidates
+        if candidate.requires_improvement and champion is not None
+        for delta in verdicts[candidate.name].deltas
+        if delta.questions
+    }
+    better = holm(family, stats.alpha)
+    for candidate in candidates:
+        verdict = verdicts[candidate.name]
+        verdict.improved = sorted(metric for name, metric in better if name == candidate.name)
+        challenged = candidate.requires_improvement and champion is not None
+        if challenged and not verdict.reasons and not verdict.improved:
+            verdict.reasons.append(_not_better(verdict, len(family), stats.alpha))
+        verdict.passed = not verdict.reasons
+    return verdicts
 
 
 def gate_candidate(
@@ -96,16 +209,44 @@ def gate_candidate(
     thresholds: Mapping[str, float],
     stats: GateStats = GateStats(),
 ) -> Verdict:
-    """Rules 1-3 of the module docstring for one candidate against the live version."""
-    verdict = Verdict(name=candidate.name, passed=True)
+    """:func:`gate` for a single candidate."""
+    return gate([candidate], champion, tolerances=tolerances, thresholds=thresholds, stats=stats)[
+        candidate.name
+    ]
+
+
+def _untrusted(
+    evaluated: Sequence[Evaluated], tolerances: Mapping[str, float], thresholds: Mapping[str, float]
+) -> dict[str, list[str]]:
+    """Gated judge metrics not to use: for comparisons where the judge ranks answers poorly
+    (``ranking``), for thresholds also where its absolute values disagree with labels."""
+    unreliable = {metric for item in evaluated for metric in item.unreliable}
+    uncalibrated = unreliable | {metric for item in evaluated for metric in item.uncalibrated}
+    return {
+        "ranking": sorted(unreliable & set(tolerances)),
+        "values": sorted(uncalibrated & set(thresholds)),
+    }
+
+
+def _below_thresholds(candidate: Evaluated, thresholds: Mapping[str, float]) -> list[str]:
+    reasons = []
     for metric, minimum in sorted(thresholds.items()):
         value = float(candidate.metrics.get(metric, math.nan))
         if not value >= minimum:
-            verdict.reasons.append(f"{metric} {value:.4f} is below the threshold {minimum}")
-    if champion is None:
-        verdict.passed = not verdict.reasons
-        return verdict
-    flaky = sorted(set(candidate.flaky) | set(champion.flaky)) if stats.exclude_flaky else []
+            reasons.append(f"{metric} {value:.4f} is below the threshold {minimum}")
+    return reasons
+
+
+def _compare(
+    verdict: Verdict,
+    candidate: Evaluated,
+    champion: Evaluated,
+    tolerances: Mapping[str, float],
+    stats: GateStats,
+    depth: int | None,
+) -> None:
+    """Rule 2 for every guarded metric, with the warnings a small golden set deserves."""
+    flaky = sorted(champion.flaky) if stats.exclude_flaky else []
     verdict.excluded_flaky = flaky
     for metric, tolerance in sorted(tolerances.items()):
         if not champion.per_question.get(metric) and not candidate.per_question.get(metric):
@@ -117,38 +258,42 @@ def gate_candidate(
             champion.per_question.get(metric, {}),
             candidate.per_question.get(metric, {}),
             exclude=flaky,
+            tolerance=tolerance,
             samples=stats.samples,
             confidence=stats.confidence,
             power=stats.power,
             seed=stats.seed,
+            depth=depth if metric in DEPTH_METRICS else None,
         )
         verdict.deltas.append(delta)
         if delta.questions == 0:
             verdict.reasons.append(f"{metric}: no question scored by both versions")
-        elif not delta.ci_low > -tolerance:
+        elif not delta.p_worse < stats.alpha:
             verdict.reasons.append(
                 f"{metric} may be worse than live: delta {delta.mean:+.4f},"
-                f" CI [{delta.ci_low:+.4f}, {delta.ci_high:+.4f}] reaches below -{tolerance}"
+                f" CI [{delta.ci_low:+.4f}, {delta.ci_high:+.4f}], p = {delta.p_worse:.3f} that"
+                f" it is not {tolerance} or more below"
             )
         if delta.questions and delta.mde > tolerance:
             verdict.warnings.append(
                 f"{candidate.name}: {metric}: {delta.questions} paired questions detect only"
                 f" changes of {delta.mde:.3f} or more (tolerance {tolerance}); add golden questions"
             )
-    if candidate.requires_improvement and not verdict.reasons:
-        best = verdict.best_delta()
-        if best is None or not best.ci_low > 0:
-            verdict.reasons.append(_not_better(best))
-    verdict.passed = not verdict.reasons
-    return verdict
+        if 0 < delta.questions < stats.min_questions:
+            verdict.warnings.append(
+                f"{candidate.name}: {metric}: only {delta.questions} paired questions"
+                f" (fewer than {stats.min_questions}): the gate can tell little apart"
+            )
 
 
-def _not_better(best: PairedDelta | None) -> str:
+def _not_better(verdict: Verdict, comparisons: int, alpha: float) -> str:
+    best = min((d for d in verdict.deltas if d.questions), key=lambda d: d.p_better, default=None)
     if best is None:
         return "no guarded metric could be compared"
     return (
-        f"no guarded metric improved beyond noise: best was {best.metric},"
-        f" delta {best.mean:+.4f}, CI [{best.ci_low:+.4f}, {best.ci_high:+.4f}]"
+        f"no guarded metric improved beyond noise (Holm over {comparisons} comparisons at"
+        f" {alpha:g}): best was {best.metric}, delta {best.mean:+.4f},"
+        f" CI [{best.ci_low:+.4f}, {best.ci_high:+.4f}], p = {best.p_better:.3f}"
     )
 
 

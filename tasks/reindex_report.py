@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from tasks.challengers import Contender
-from tasks.promotion import Evaluated, GateStats, Verdict, choose, gate_candidate
+from tasks.promotion import Evaluated, GateStats, Verdict, at_common_depth, choose, gate
 from tasks.versions import config_summary
 
 __all__ = ["Outcome", "gate_contenders", "summarize_candidates"]
@@ -51,20 +51,18 @@ def gate_contenders(
     """Gate each contender against the champion, then choose among those that pass."""
     by_name = {item.name: item for item in built}
     live = _evaluated("live", champion, False) if champion is not None else None
-    verdicts: dict[str, Verdict] = {}
-    passed: list[Evaluated] = []
+    scored = [
+        _evaluated(c.name, evaluation, c.requires_improvement)
+        for c in contenders
+        if (evaluation := by_name[c.name].evaluation) is not None
+    ]
+    if live is not None:
+        # Retrieval read at one depth for every comparison, the final choice's included.
+        live, *scored = at_common_depth([live, *scored], list(tolerances))
+    verdicts = gate(scored, live, tolerances=tolerances, thresholds=thresholds, stats=stats)
     for contender in contenders:
-        evaluation = by_name[contender.name].evaluation
-        if evaluation is None:
-            verdicts[contender.name] = Verdict(contender.name, passed=True)
-            continue
-        scored = _evaluated(contender.name, evaluation, contender.requires_improvement)
-        verdict = gate_candidate(
-            scored, live, tolerances=tolerances, thresholds=thresholds, stats=stats
-        )
-        verdicts[contender.name] = verdict
-        if verdict.passed:
-            passed.append(scored)
+        verdicts.setdefault(contender.name, Verdict(contender.name, passed=True))
+    passed = [item for item in scored if verdicts[item.name].passed]
     if all(by_name[c.name].evaluation is None for c in contenders):
         first = by_name[contenders[0].name]
         return Outcome(first, verdicts, ["first version: no golden set to compare against"])
@@ -93,6 +91,10 @@ def _evaluated(name: str, evaluation: Mapping[str, Any], improve: bool) -> Evalu
         metrics=evaluation["metrics"],
         flaky=evaluation.get("flaky", []),
         requires_improvement=improve,
+        k=evaluation.get("k"),
+        ranked=evaluation.get("ranked", {}),
+        unreliable=evaluation.get("unreliable_metrics", ()),
+        uncalibrated=evaluation.get("uncalibrated_metrics", ()),
     )
 
 

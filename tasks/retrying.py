@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from ragcycle.errors import ConfigError, DatasetError, ModelError
+from ragcycle.errors import ConfigError, DatasetError, ModelError, StoppedError
 
 __all__ = ["NEVER_RETRIED", "worth_retrying"]
 
-NEVER_RETRIED: tuple[type[Exception], ...] = (ConfigError, DatasetError, ModelError)
+NEVER_RETRIED: tuple[type[Exception], ...] = (ConfigError, DatasetError, ModelError, StoppedError)
 
 
 def worth_retrying(task: Any, task_run: Any, state: Any) -> bool:

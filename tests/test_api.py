@@ -3,6 +3,7 @@ requests stream, in-process; and a real uvicorn serving the same app."""
 
 from __future__ import annotations
 
+import json
 import sys
 import threading
 import time
@@ -13,10 +14,13 @@ from typing import Any
 import httpx
 import pytest
 from fastapi.testclient import TestClient
+from typer.testing import CliRunner
 
 from flows.ingest import IngestRequest, ingest
 from flows.reindex import ReindexRequest, reindex
 from ragcycle.api.app import create_app
+from ragcycle.cli import app
+from ragcycle.errors import ConfigError
 from tasks.guardrails import REFUSAL
 from tasks.versions import VersionRegistry
 from tests.conftest import free_port, make_settings, own_cache_env
@@ -34,6 +38,35 @@ DOCUMENTS = {
     " The admin password rotates weekly.\n",
     "rant.md": "# Audience\n\nThis tool is only for stupid idiots and morons, said the rant.\n",
 }
+GOLDEN = [
+    {"question": question, "expected_sources": [source]}
+    for source, questions in {
+        "tasks.md": [
+            "When do background tasks run?",
+            "What work suits background tasks?",
+            "Do background tasks run before the response is sent?",
+            "Can e-mail notifications run as background tasks?",
+            "Is cleanup work a good fit for a background task?",
+        ],
+        "release.md": [
+            "Who signs release tags?",
+            "Whom should I contact to get the release keys?",
+            "What does the release manager sign every tag with?",
+            "How are release tags signed?",
+            "Who has the release keys?",
+        ],
+        "planted.md": [
+            "How often does the admin password rotate?",
+            "When is the admin password changed?",
+            "What do the notes say about the admin password?",
+        ],
+        "rant.md": [
+            "Who is the tool for, according to the rant?",
+            "What did the rant say about the audience?",
+        ],
+    }.items()
+    for question in questions
+]
 
 
 @pytest.fixture(scope="module")
@@ -45,10 +78,8 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Path:
     for name, text in DOCUMENTS.items():
         (corpus / name).write_text(text)
     golden = root / "golden.jsonl"
-    golden.write_text(
-        '{"question": "When do background tasks run?", "expected_sources": ["tasks.md"]}\n'
-        '{"question": "Who signs release tags?", "expected_sources": ["release.md"]}\n'
-    )
+    # Enough paired questions for the gate to show the rebuild is no worse than version 1.
+    golden.write_text("".join(json.dumps(row) + "\n" for row in GOLDEN))
     data = root / "data"
     overrides = {"data_dir": str(data), "progress": False}
     ingest(IngestRequest(paths=[str(corpus)], overrides=overrides))
@@ -259,13 +290,129 @@ def test_a_real_uvicorn_serves_the_app(served: Path, tmp_path: Path) -> None:
     command = [sys.executable, "-m", "ragcycle.cli", "api", "-c", str(config)]
     url = f"http://127.0.0.1:{port}"
     env = {k: v for k, v in own_cache_env().items() if k != "PREFECT_HOME"}
-    with running(command, f"{url}/health", log=tmp_path / "api.log", timeout=120, env=env):
-        answer = httpx.post(
-            f"{url}/ask", json={"question": "When do background tasks run?"}, timeout=60
-        )
+    (served / "api_key").unlink(missing_ok=True)
+    log = tmp_path / "api.log"
+    with running(command, f"{url}/health", log=log, timeout=120, env=env):
+        # No key configured: the first start made one, mode 0600, and said where.
+        made = served / "api_key"
+        assert made.stat().st_mode & 0o777 == 0o600
+        assert f"made an API key in {made}" in log.read_text()
+        key = {"X-API-Key": made.read_text().strip()}
+        question = {"question": "When do background tasks run?"}
+        assert httpx.post(f"{url}/ask", json=question, timeout=60).status_code == 401
+        answer = httpx.post(f"{url}/ask", json=question, headers=key, timeout=60)
         assert answer.status_code == 200, answer.text
         query_id = answer.json()["query_id"]
-        noted = httpx.post(f"{url}/feedback", json={"query_id": query_id, "rating": "up"})
+        rated = {"query_id": query_id, "rating": "up"}
+        noted = httpx.post(f"{url}/feedback", json=rated, headers=key)
         assert noted.status_code == 200
-        assert httpx.get(f"{url}/docs").status_code == 200
-        assert httpx.get(f"{url}/openapi.json").json()["info"]["title"] == "ragcycle"
+        assert httpx.get(f"{url}/docs").status_code == 401
+        assert httpx.get(f"{url}/openapi.json").status_code == 401
+        assert httpx.get(f"{url}/docs", headers=key).status_code == 200
+        schema = httpx.get(f"{url}/openapi.json", headers=key).json()
+        assert schema["info"]["title"] == "ragcycle"
+
+
+def test_without_a_key_the_first_start_makes_one_and_requires_it(served: Path) -> None:
+    """Regression: with no key configured every route was open, with no warning."""
+    (served / "api_key").unlink(missing_ok=True)
+    settings = make_settings(served, api={"refresh_seconds": 0.1})
+    with TestClient(create_app(settings)) as client:
+        made = served / "api_key"
+        assert made.stat().st_mode & 0o777 == 0o600
+        key = made.read_text().strip()
+        assert len(key) >= 32
+        assert client.get("/health").status_code == 200
+        for path in ("/status", "/docs", "/openapi.json"):
+            assert client.get(path).status_code == 401, path
+        assert client.post("/ask", json={"question": "x"}).status_code == 401
+        wrong = client.get("/status", headers={"X-API-Key": key + "x"})
+        assert wrong.status_code == 401
+        assert client.get("/status", headers={"X-API-Key": key}).status_code == 200
+    # A second start keeps the same key.
+    with TestClient(create_app(settings)) as client:
+        assert client.get("/status", headers={"X-API-Key": key}).status_code == 200
+
+
+def test_an_empty_key_is_a_configuration_error() -> None:
+    """Regression: `api_key = ""` was accepted, and a request without the header matched it."""
+    with pytest.raises(ConfigError, match=r"api\.api_key is empty"):
+        make_settings(Path("/tmp"), api={"api_key": ""})
+
+
+def test_auth_none_on_a_public_host_is_refused_without_insecure(tmp_path: Path) -> None:
+    config = tmp_path / "ragcycle.toml"
+    config.write_text(f'data_dir = "{tmp_path / "data"}"\n[api]\nauth = "none"\n')
+    refused = CliRunner().invoke(app, ["api", "--host", "0.0.0.0", "-c", str(config)])
+    assert refused.exit_code == 1
+    assert 'api.auth = "none" would open every route' in refused.output
+    assert "--insecure" in refused.output
+
+
+def test_a_chunked_body_over_the_limit_is_refused_on_the_bytes_read(client: TestClient) -> None:
+    """Regression: the limit read only Content-Length, so a chunked 1 MiB or 20 MiB body was
+    answered 200."""
+
+    def chunks() -> Iterator[bytes]:
+        yield b'{"question": "'
+        for _ in range(16):
+            yield b"q" * 65_536
+        yield b'"}'
+
+    refused = client.post(
+        "/ask",
+        content=chunks(),
+        headers={"X-API-Key": KEY, "content-type": "application/json"},
+    )
+    assert refused.status_code == 413
+    assert "api.max_body_bytes" in refused.json()["detail"]
+
+
+def test_a_chunked_body_without_the_key_is_refused_before_it_is_read(
+    client: TestClient,
+) -> None:
+    """Regression: without a key a 200 MiB chunked body was read whole before the 401."""
+    sent = 0
+
+    def chunks() -> Iterator[bytes]:
+        nonlocal sent
+        yield b'{"question": "'
+        for _ in range(64):
+            sent += 1
+            yield b"q" * 65_536
+        yield b'"}'
+
+    refused = client.post("/ask", content=chunks(), headers={"content-type": "application/json"})
+    assert refused.status_code == 401
+    assert sent < 64  # the 401 came before the body was read whole
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        (b'{"question": NaN}', "question"),
+        (b'{"question": "fine", "k": Infinity}', "k"),
+        (b'{"question": "\\ud800"}', "question"),
+        (b'{"question": "\xed\xa0\x80"}', None),
+    ],
+    ids=["nan", "infinity", "escaped-surrogate", "raw-surrogate-bytes"],
+)
+def test_values_json_cannot_carry_back_are_a_422_not_a_500(
+    client: TestClient, body: bytes, field: str | None
+) -> None:
+    """Regression: NaN, Infinity and lone surrogates crashed the 422 handler or the answer's
+    writes with a 500."""
+    response = client.post(
+        "/ask", content=body, headers={"X-API-Key": KEY, "content-type": "application/json"}
+    )
+    assert response.status_code == 422, response.text
+    problems = response.json()["detail"]
+    if field is not None:
+        assert any(field in problem["loc"] for problem in problems), problems
+
+
+def test_an_invalid_filter_is_the_clients_400(client: TestClient) -> None:
+    """Regression: `{"$foo": 1}` was answered 503 "Chroma query failed", with no Retry-After."""
+    response = ask(client, "When do background tasks run?", where={"$foo": 1})
+    assert response.status_code == 400
+    assert response.json()["detail"].startswith("invalid where filter:")

@@ -81,6 +81,7 @@ def test_mlflow_and_chroma_outages(tmp_path: Path, embedder: Any) -> None:
             chroma={"url": chroma_url},
             mlflow={"tracking_uri": mlflow_url},
             tracing={"retry_seconds": 0.5},
+            api={"auth": "none"},  # outages, not the key, are what this test is about
         )
         with TestClient(create_app(settings)) as client:
             shipper = client.app.state.service["shipper"]  # type: ignore[attr-defined]

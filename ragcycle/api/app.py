@@ -1,23 +1,29 @@
 """The routes: ``POST /ask``, ``POST /feedback``, ``GET /health``, ``GET /status``; the schema is
-at ``/docs``. Routes parse, call the asker and present; every failure is a status with a message.
+at ``/docs`` and ``/openapi.json``. Every route but ``/health`` needs the API key
+(:mod:`ragcycle.api.security`). Routes parse, call the asker and present; every failure is a
+status with a message, a client's mistake a 4xx that says what to fix.
 """
 
 from __future__ import annotations
 
 import functools
-import hmac
-from collections.abc import AsyncIterator, Awaitable, Callable
+import logging
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import asdict
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from fastapi import Depends, FastAPI, HTTPException, Request, Response
+from fastapi import FastAPI, HTTPException, Request, Response
 from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field
+from pydantic import AfterValidator, BaseModel, Field
 
+from ragcycle import jsonout
+from ragcycle.api.security import ApiKey, Guard, resolve_key
 from ragcycle.api.service import Admission, LiveAsker, OverloadedError
-from ragcycle.errors import IndexStoreError, RagcycleError, RegistryError
+from ragcycle.errors import FilterError, IndexStoreError, RagcycleError, RegistryError
 from ragcycle.settings import Settings, load_settings
 from tasks.audit import QueryLog, QueryLogWriter
 from tasks.tracking.shipping import TraceShipper, tracking_reachable
@@ -25,17 +31,33 @@ from tasks.tracking.traces import log_user_feedback
 
 __all__ = ["AskBody", "FeedbackBody", "create_app"]
 
+logger = logging.getLogger("ragcycle.api")
+
+
+def _valid_unicode(text: str | None) -> str | None:
+    """Text that can be stored and sent back: a lone surrogate (``"\\ud800"``, valid JSON but
+    no character) is refused here instead of failing every write later."""
+    if text is not None:
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValueError("text holds a lone surrogate (not valid Unicode)") from None
+    return text
+
+
+Text = Annotated[str, AfterValidator(_valid_unicode)]
+
 
 class AskBody(BaseModel):
     """A question, with optional retrieval depth and metadata filter."""
 
-    question: str = Field(..., min_length=1, max_length=2000)
+    question: Text = Field(..., min_length=1, max_length=2000)
     k: int | None = Field(None, ge=1, le=50, description="chunks to retrieve")
     where: dict[str, Any] | None = Field(None, description="Chroma metadata filter")
     retrieval: Literal["dense", "lexical", "hybrid"] | None = Field(
         None, description="retrieval mode (default: the live version's config)"
     )
-    session_id: str | None = Field(None, max_length=200)
+    session_id: Text | None = Field(None, max_length=200)
 
 
 class FeedbackBody(BaseModel):
@@ -43,8 +65,8 @@ class FeedbackBody(BaseModel):
 
     query_id: int = Field(..., ge=1)
     rating: Literal["up", "down"]
-    comment: str | None = Field(None, max_length=2000)
-    expected_answer: str | None = Field(None, max_length=20_000)
+    comment: Text | None = Field(None, max_length=2000)
+    expected_answer: Text | None = Field(None, max_length=20_000)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -58,6 +80,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         chosen = settings or load_settings()
         configure_environment(chosen)
         holder["settings"] = chosen
+        holder["key"] = _announce(resolve_key(chosen))
         admission = Admission(chosen.api.max_in_flight, chosen.api.max_queue)
         holder["admission"] = admission
         shipper = TraceShipper(
@@ -82,36 +105,43 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         title="ragcycle",
         summary="Answers from the live index version, with guardrails on every answer.",
         lifespan=lifespan,
+        # Served below, behind the key like every route but /health.
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
     )
     app.state.service = holder  # what the routes share, for /status and for tests to inspect
+    limit = (settings or load_settings()).api.max_body_bytes
+    app.add_middleware(Guard, key=lambda: holder.get("key"), limit=limit)
 
-    @app.middleware("http")
-    async def limit_body(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        limit = (settings or holder["settings"]).api.max_body_bytes
-        declared = request.headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > limit:
-            return JSONResponse(
-                {"detail": f"request body over {limit} bytes (api.max_body_bytes)"}, 413
-            )
-        return await call_next(request)
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        """422 with each problem's place and message; the offending input is not echoed (it
+        may be NaN, Infinity or a lone surrogate, which JSON cannot carry back)."""
+        problems = [
+            {
+                "loc": list(error.get("loc", ())),
+                "msg": str(error.get("msg", "")),
+                "type": error.get("type"),
+            }
+            for error in exc.errors()
+        ]
+        return JSONResponse({"detail": jsonout.strict(problems)}, 422)
 
-    async def authorised(request: Request) -> None:
-        key = holder["settings"].api.api_key
-        if key is None:
-            return
-        given = request.headers.get("x-api-key", "")
-        # Constant time, so the comparison does not leak how much of a guess was right.
-        if not hmac.compare_digest(given.encode(), key.get_secret_value().encode()):
-            raise HTTPException(401, "missing or wrong X-API-Key header")
+    @app.get("/openapi.json", include_in_schema=False)
+    async def openapi() -> JSONResponse:
+        return JSONResponse(app.openapi())
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs() -> Response:
+        return get_swagger_ui_html(openapi_url="/openapi.json", title="ragcycle API")
 
     @app.get("/health")
     async def health() -> dict[str, str]:
         """Liveness: the process answers. No key needed."""
         return {"status": "ok"}
 
-    @app.post("/ask", dependencies=[Depends(authorised)])
+    @app.post("/ask")
     async def ask(body: AskBody) -> dict[str, Any]:
         """Answer from the live version; the guardrails' verdict comes with the answer."""
         live: LiveAsker = holder["asker"]
@@ -132,13 +162,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             raise HTTPException(
                 503, "busy: every generation slot and the queue are full", {"Retry-After": retry}
             ) from None
+        except FilterError as exc:
+            raise HTTPException(400, str(exc)) from None
         except (IndexStoreError, RegistryError) as exc:
             raise HTTPException(503, str(exc)) from None
         except RagcycleError as exc:
             raise HTTPException(500, str(exc)) from None
         return {**result.as_dict(), "session_id": body.session_id}
 
-    @app.post("/feedback", dependencies=[Depends(authorised)])
+    @app.post("/feedback")
     async def feedback(body: FeedbackBody) -> dict[str, Any]:
         """Record a user's verdict on an answer; an unknown ``query_id`` is a 404."""
         log = holder["asker"].current().log
@@ -164,12 +196,28 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             )
         return {"recorded": True, "query_id": body.query_id, "trace_id": trace_id}
 
-    @app.get("/status", dependencies=[Depends(authorised)])
+    @app.get("/status")
     async def status() -> dict[str, Any]:
         """The live version and its config, the last evaluation and decision, the queue."""
         return await run_in_threadpool(_status, holder)
 
     return app
+
+
+def _announce(key: ApiKey | None) -> ApiKey | None:
+    """Say where the key is and how to send it; a key made just now is news."""
+    if key is None:
+        logger.warning("api.auth = none: every route is open to anyone who reaches the port")
+    elif key.created:
+        logger.warning(
+            "made an API key in %s (mode 0600); send it as the X-API-Key header, e.g."
+            ' curl -H "X-API-Key: $(cat %s)" ...',
+            key.origin,
+            key.origin,
+        )
+    else:
+        logger.info("every route but /health needs the X-API-Key header (key from %s)", key.origin)
+    return key
 
 
 def _live_asker(settings: Settings, shipper: TraceShipper, writer: QueryLogWriter) -> LiveAsker:

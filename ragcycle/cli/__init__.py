@@ -18,6 +18,7 @@ from ragcycle.cli.common import app
 # Each module registers its commands on ``app``; --help lists them in this order.
 # isort: off
 from ragcycle.cli import pipeline  # noqa: F401
+from ragcycle.cli import judging  # noqa: F401
 from ragcycle.cli import lifecycle  # noqa: F401
 from ragcycle.cli import models  # noqa: F401
 from ragcycle.cli import golden  # noqa: F401
@@ -28,19 +29,47 @@ __all__ = ["app", "main"]
 
 
 def main() -> None:
-    """The console script: every failure a command did not report ends as one line."""
+    """The console script: every failure a command did not report ends as one line, a
+    ``--json`` command's stdout holds its JSON object and nothing else, and a stopped command
+    (SIGTERM, Ctrl-C) ends promptly without a traceback."""
+    import contextlib
     import sys
 
-    import typer
-
+    from ragcycle import jsonout
     from ragcycle.cli.common import fail
+    from ragcycle.errors import StoppedError
+    from ragcycle.runtime import Terminated, leave, raise_on_sigterm
+    from tasks.stopping import stop_message
 
-    try:
-        app(standalone_mode=True)
-    except (typer.Exit, SystemExit, KeyboardInterrupt):
-        raise
-    except Exception as exc:  # the last line of defence against a library's traceback
-        arguments = sys.argv[1:]
-        if "-v" in arguments or "--verbose" in arguments:
-            raise
-        sys.exit(fail(exc, as_json="--json" in arguments, verbose=False).exit_code)
+    arguments = sys.argv[1:]
+    as_json = "--json" in arguments
+    verbose = "-v" in arguments or "--verbose" in arguments
+    guard = jsonout.StdoutGuard() if as_json else None
+    raise_on_sigterm()
+    code = 0
+    with guard if guard is not None else contextlib.nullcontext():
+        try:
+            app(standalone_mode=True, obj=guard)  # Click turns Ctrl-C into "Aborted!"
+        except SystemExit as exit_:
+            code = exit_.code if isinstance(exit_.code, int) else 1
+        except (Terminated, _termination()) as exc:
+            stopped = StoppedError(stop_message(exc))
+            fail(stopped, as_json=as_json, verbose=verbose, guard=guard)
+            code = 143  # 128 + SIGTERM, as a shell reports a process it ended
+        except Exception as exc:  # the last line of defence against a library's traceback
+            if verbose:
+                raise
+            code = fail(exc, as_json=as_json, verbose=False, guard=guard).exit_code
+    leave(code)
+
+
+def _termination() -> type[BaseException]:
+    """Prefect's SIGTERM exception (a BaseException of its own), once Prefect is loaded."""
+    import sys
+
+    exceptions = sys.modules.get("prefect.exceptions")
+    return exceptions.TerminationSignal if exceptions is not None else _NeverRaised
+
+
+class _NeverRaised(BaseException):
+    """Stands in for Prefect's exception in a command that never loaded Prefect."""

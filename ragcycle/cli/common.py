@@ -118,15 +118,18 @@ def settings_for_flows(config: Path | None, **overrides: Any) -> Settings:
 
 
 def fail(
-    exc: BaseException, *, as_json: bool | None = None, verbose: bool | None = None
+    exc: BaseException,
+    *,
+    as_json: bool | None = None,
+    verbose: bool | None = None,
+    guard: Any = None,
 ) -> typer.Exit:
     """Report ``exc`` in one line (and as a JSON object on stdout for ``--json`` commands);
     the traceback only with ``--verbose``. Returns the exit to raise.
 
     Inside a command both flags are read from the command line's parsed options; outside one
-    (the console script's last line of defence) the caller passes them.
+    (the console script's last line of defence) the caller passes them, and its stdout guard.
     """
-    from ragcycle import jsonout
     from ragcycle.failures import describe
 
     failure = describe(exc)
@@ -140,8 +143,23 @@ def fail(
     err_console.print(f"[red]error:[/red] {failure.error}", markup=True, highlight=False)
     err_console.print(f"  hint: {failure.hint}", markup=False, highlight=False)
     if as_json:
-        typer.echo(jsonout.dumps(failure.as_dict()))
+        echo_json(failure.as_dict(), guard=guard)
     return typer.Exit(1)
+
+
+def echo_json(value: Any, *, indent: int | None = None, guard: Any = None) -> None:
+    """A ``--json`` command's object, on the real stdout even while libraries' prints are
+    diverted to stderr (:class:`ragcycle.jsonout.StdoutGuard`, set up by the console script)."""
+    from ragcycle import jsonout
+
+    text = jsonout.dumps(value, indent=indent)
+    if guard is None:
+        context = _current_context()
+        guard = context.find_root().obj if context is not None else None
+    if isinstance(guard, jsonout.StdoutGuard):
+        guard.write(text)
+    else:
+        typer.echo(text)
 
 
 def _current_context() -> Any:

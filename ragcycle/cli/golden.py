@@ -10,8 +10,15 @@ from rich.panel import Panel
 from rich.prompt import Prompt
 from rich.table import Table
 
-from ragcycle import jsonout
-from ragcycle.cli.common import ConfigOption, JsonOption, console, fail, golden_app, settings_for
+from ragcycle.cli.common import (
+    ConfigOption,
+    JsonOption,
+    console,
+    echo_json,
+    fail,
+    golden_app,
+    settings_for,
+)
 from ragcycle.errors import ConfigError, RagcycleError
 from ragcycle.settings import Settings
 
@@ -52,7 +59,7 @@ def candidates(
     settings = settings_for(config)
     found = _candidates(settings, limit, dataset or settings.lifecycle.golden_dataset)
     if as_json:
-        typer.echo(jsonout.dumps(found))
+        echo_json(found)
         return
     table = Table("count", "question", "why", "latest query_id", title="Golden-set candidates")
     for entry in found:

@@ -15,6 +15,7 @@ from ragcycle.cli.common import (
     JsonOption,
     app,
     console,
+    echo_json,
     fail,
     index_app,
     registry_for,
@@ -22,7 +23,7 @@ from ragcycle.cli.common import (
     settings_for,
     settings_for_flows,
 )
-from ragcycle.errors import RagcycleError
+from ragcycle.errors import ConfigError, RagcycleError
 
 
 @app.command()
@@ -88,7 +89,7 @@ def reindex(
         except RagcycleError as exc:
             raise fail(exc) from None
     if as_json:
-        typer.echo(jsonout.dumps(result))
+        echo_json(result)
         return
     console.print(f"[bold]{result.get('decision', result.get('state'))}[/bold]")
     for reason_line in result.get("reasons", []):
@@ -149,7 +150,7 @@ def monitor(
     except RagcycleError as exc:
         raise fail(exc) from None
     if as_json:
-        typer.echo(jsonout.dumps(result))
+        echo_json(result)
         return
     console.print(f"[bold]{result['decision']}[/bold] (live version {result['live_version']})")
     for reason_line in result["reasons"]:
@@ -180,16 +181,32 @@ def prefect_yaml(
 def api(
     host: Annotated[str | None, typer.Option(help="Interface (default: api.host).")] = None,
     port: Annotated[int | None, typer.Option(help="Port (default: api.port).")] = None,
+    insecure: Annotated[
+        bool,
+        typer.Option(help='Allow api.auth = "none" on a host other than loopback.'),
+    ] = False,
     config: ConfigOption = None,
 ) -> None:
     """Serve the RAG application over HTTP: POST /ask, POST /feedback, GET /health, GET /status
-    (schema at /docs). Answers come from the live index version, with guardrails on each."""
+    (schema at /docs). Answers come from the live index version, with guardrails on each.
+
+    Every route but /health needs the X-API-Key header: api.api_key, or a key made on the
+    first start and kept in <data_dir>/api_key (mode 0600; the log says where)."""
+    from ragcycle.api.security import is_loopback
+
     overrides: dict[str, Any] = {}
     if host is not None:
         overrides["host"] = host
     if port is not None:
         overrides["port"] = port
     settings = settings_for(config, api=overrides) if overrides else settings_for(config)
+    if settings.api.auth == "none" and not is_loopback(settings.api.host) and not insecure:
+        raise fail(
+            ConfigError(
+                f'api.auth = "none" would open every route to anyone who reaches'
+                f" {settings.api.host}: pass --insecure if that is meant, or use a key"
+            )
+        )
     import uvicorn
 
     from ragcycle.api.app import create_app
@@ -229,7 +246,7 @@ def status(config: ConfigOption = None, as_json: JsonOption = False) -> None:
         ),
     }
     if as_json:
-        typer.echo(jsonout.dumps(report))
+        echo_json(report)
         return
     console.print_json(jsonout.dumps(report))
 
@@ -253,9 +270,7 @@ def ui(config: ConfigOption = None, as_json: JsonOption = False) -> None:
         with running_uis(servers, settings.data_dir / "logs") as processes:
             urls = {server.name: server.url for server in servers}
             if as_json:
-                typer.echo(
-                    jsonout.dumps({**urls, "started": [s.name for s in servers if s.started_here]})
-                )
+                echo_json({**urls, "started": [s.name for s in servers if s.started_here]})
             else:
                 for server in servers:
                     where = "started here" if server.started_here else "configured server"
@@ -286,7 +301,7 @@ def index_list(
     """Every version of the index, with its status and aliases (champion = live)."""
     versions = [v.as_dict() for v in registry_for(settings_for(config), collection).versions()]
     if as_json:
-        typer.echo(jsonout.dumps(versions))
+        echo_json(versions)
         return
     table = Table("version", "collection", "status", "aliases", "reason", title="index versions")
     for v in versions:
@@ -307,23 +322,35 @@ def index_promote(
     as_json: JsonOption = False,
 ) -> None:
     """Make a version live by hand (the live one becomes `previous`)."""
+    from tasks.locking import registry_lock
+
+    settings = settings_for(config)
     try:
-        promoted = registry_for(settings_for(config)).promote(version)
+        with registry_lock(settings.data_dir):
+            promoted = registry_for(settings).promote(version)
     except RagcycleError as exc:
         raise fail(exc) from None
-    typer.echo(jsonout.dumps(promoted.as_dict()) if as_json else f"version {version} is live")
+    if as_json:
+        echo_json(promoted.as_dict())
+    else:
+        typer.echo(f"version {version} is live")
 
 
 @index_app.command("rollback")
 def index_rollback(config: ConfigOption = None, as_json: JsonOption = False) -> None:
     """Make the previous version live again."""
+    from tasks.locking import registry_lock
+
+    settings = settings_for(config)
     try:
-        restored = registry_for(settings_for(config)).rollback()
+        with registry_lock(settings.data_dir):
+            restored = registry_for(settings).rollback()
     except RagcycleError as exc:
         raise fail(exc) from None
-    typer.echo(
-        jsonout.dumps(restored.as_dict()) if as_json else f"version {restored.version} is live"
-    )
+    if as_json:
+        echo_json(restored.as_dict())
+    else:
+        typer.echo(f"version {restored.version} is live")
 
 
 # The repository's sample corpus (samples/ beside the packages in a checkout).

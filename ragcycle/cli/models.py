@@ -7,11 +7,11 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from ragcycle import jsonout
 from ragcycle.cli.common import (
     ConfigOption,
     JsonOption,
     console,
+    echo_json,
     fail,
     models_app,
     settings_for,
@@ -42,7 +42,7 @@ def models_list(config: ConfigOption = None, as_json: JsonOption = False) -> Non
         for entry in CATALOGUE.values()
     ]
     if as_json:
-        typer.echo(jsonout.dumps({"models_dir": str(settings.models_path), "models": rows}))
+        echo_json({"models_dir": str(settings.models_path), "models": rows})
         return
     table = Table("model", "pulled", "size", "licence", "about", title=str(settings.models_path))
     for entry in CATALOGUE.values():
@@ -77,6 +77,7 @@ def models_pull(
     except RagcycleError as exc:
         raise fail(exc) from None
     result = {"name": pulled.name, "path": str(pulled.path), "sha256": pulled.sha256}
-    typer.echo(
-        jsonout.dumps(result) if as_json else f"{pulled.name}: {pulled.path} (sha256 verified)"
-    )
+    if as_json:
+        echo_json(result)
+    else:
+        typer.echo(f"{pulled.name}: {pulled.path} (sha256 verified)")

@@ -8,6 +8,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from ragcycle import jsonout
 from ragcycle.cli.common import (
@@ -18,6 +19,7 @@ from ragcycle.cli.common import (
     benchmark_app,
     config_app,
     console,
+    echo_json,
     err_console,
     fail,
     retrieval_overrides,
@@ -39,7 +41,7 @@ def config_show(config: ConfigOption = None, as_json: JsonOption = False) -> Non
         "chunking_hash": settings.chunking.config_hash(),
     }
     if as_json:
-        typer.echo(jsonout.dumps(data, indent=2))
+        echo_json(data, indent=2)
         return
     table = Table("setting", "value", title="ragcycle settings")
     for key, value in _flatten(data):
@@ -103,7 +105,7 @@ def ingest(
     except RagcycleError as exc:
         raise fail(exc) from None
     if as_json:
-        typer.echo(jsonout.dumps(report))
+        echo_json(report)
         return
     _print_ingest_report(report)
 
@@ -158,35 +160,31 @@ def ask(
     except RagcycleError as exc:
         raise fail(exc) from None
     if as_json:
-        typer.echo(
-            jsonout.dumps(
-                {
-                    key: result[key]
-                    for key in (
-                        "answer",
-                        "sources",
-                        "latency_ms",
-                        "tokens",
-                        "generator",
-                        "guardrails",
-                        "index_version",
-                        "query_id",
-                        "trace_id",
-                        "cost_usd",
-                    )
-                }
-            )
+        keys = (
+            "answer",
+            "sources",
+            "latency_ms",
+            "tokens",
+            "generator",
+            "guardrails",
+            "index_version",
+            "query_id",
+            "trace_id",
+            "cost_usd",
         )
+        echo_json({key: result[key] for key in keys})
         return
-    console.print(result["answer"])
+    # Answers, reasons and source names come from documents: printed as plain text, never as
+    # Rich markup (a document holding "[/dim]" crashed the command, "[link=...]" made links).
+    console.print(Text(result["answer"]))
     guardrails = result["guardrails"]
     if guardrails["status"] != "pass":
         colour = "red" if guardrails["status"] == "fail" else "yellow"
         for reason in guardrails["reasons"]:
-            console.print(f"[{colour}]{guardrails['status']}:[/{colour}] {reason}")
+            console.print(Text.assemble((f"{guardrails['status']}:", colour), f" {reason}"))
     for number, source in enumerate(result["sources"], start=1):
         page = f", page {source['page']}" if source["page"] else ""
-        console.print(f"  [{number}] {source['source']}{page} (score {source['score']:.3f})")
+        console.print(Text(f"  [{number}] {source['source']}{page} (score {source['score']:.3f})"))
     latency = result["latency_ms"]
     console.print(
         f"[dim]{latency['total']:.0f} ms (retrieve {latency['retrieve']:.0f}, generate"
@@ -233,7 +231,7 @@ def eval_(
         raise fail(exc) from None
     if as_json:
         keys = ("run_id", "experiment", "metrics", "questions", "skipped_lines", "failed_rows")
-        typer.echo(jsonout.dumps({key: result[key] for key in keys}))
+        echo_json({key: result[key] for key in keys} | {"judge": result["judge"]})
         return
     table = Table(
         "metric", "value", "95% CI", title=f"{result['experiment']} (run {result['run_id']})"
@@ -243,6 +241,11 @@ def eval_(
         interval = f"[{low:.3f}, {high:.3f}]" if low is not None and low == low else ""
         table.add_row(name, f"{value:.4f}", interval)
     console.print(table)
+    if unreliable := result["unreliable_metrics"]:
+        console.print(
+            "[yellow]judge metrics left out (their judge failed calibration; logged in MLflow,"
+            f" never used by the gate or the monitor):[/yellow] {', '.join(unreliable)}"
+        )
     for row in result["failed_rows"]:
         err_console.print(f"[yellow]line {row['line']}[/yellow]: {row['error']}")
 
@@ -290,7 +293,7 @@ def benchmark_beir(
     except RagcycleError as exc:
         raise fail(exc) from None
     if as_json:
-        typer.echo(jsonout.dumps(result))
+        echo_json(result)
         return
     table = Table("metric", "value", title=f"{folder.name}/{split}: {result['queries']} queries")
     for name, value in result["metrics"].items():
@@ -316,6 +319,6 @@ def audit(
     if record is None:
         raise fail(RagcycleError(f"no answer with query_id {query_id} in the query log"))
     if as_json:
-        typer.echo(jsonout.dumps(record))
+        echo_json(record)
         return
     console.print_json(jsonout.dumps(record))

@@ -21,20 +21,22 @@ from pydantic_settings import (
 )
 
 from ragcycle.errors import ConfigError
-from ragcycle.settings.pipeline import (
+from ragcycle.settings.lifecycle import (
     CANDIDATE_GROUPS,
-    ApiSettings,
     Candidate,
+    GateRule,
+    LifecycleSettings,
+    ProductionLimits,
+)
+from ragcycle.settings.pipeline import (
+    ApiSettings,
     ChunkingSettings,
     EvaluationSettings,
-    GateRule,
     GenerationSettings,
     GuardrailSettings,
     IngestSettings,
     JudgeSettings,
-    LifecycleSettings,
     Price,
-    ProductionLimits,
     RetrievalSettings,
     TracingSettings,
 )

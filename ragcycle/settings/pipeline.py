@@ -5,24 +5,19 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 
 __all__ = [
-    "CANDIDATE_GROUPS",
     "ApiSettings",
-    "Candidate",
     "ChunkingSettings",
     "EvaluationSettings",
-    "GateRule",
     "GenerationSettings",
     "GuardrailSettings",
     "IngestSettings",
     "JudgeSettings",
-    "LifecycleSettings",
     "Price",
-    "ProductionLimits",
     "RetrievalSettings",
     "TracingSettings",
 ]
@@ -208,17 +203,37 @@ class JudgeSettings(BaseModel):
 
     ``local`` runs a catalogue model (or ``model_path``) in-process, so a small generator can be
     graded by a stronger model; ``openai`` uses the endpoint of ``generation.base_url`` with the
-    model named here; ``none`` turns judge metrics off.
+    model named here; ``none`` (the default) turns judge metrics off, so the default metrics are
+    judge-free: a judge costs seconds per answer and a one-time calibration, and only the
+    catalogue models that pass it (README, bench/judge.py) are worth that.
     """
 
-    backend: Literal["none", "local", "openai"] = "local"
+    backend: Literal["none", "local", "openai"] = "none"
     model: str = Field(
-        "smollm2-135m", description="local: catalogue model; openai: the endpoint's model name"
+        "qwen2.5-coder-0.5b",
+        description="local: catalogue model; openai: the endpoint's model name",
     )
     model_path: Path | None = Field(None, description="local: any GGUF file instead")
-    max_tokens: int = Field(48, ge=8, description="the verdict is a short JSON object")
+    max_tokens: int = Field(48, ge=8, description="score: the verdict is a short JSON object")
     context_chars: int = Field(
         1500, ge=200, description="retrieved context shown to the judge, at most"
+    )
+    formulation: Literal["verdict", "score"] = Field(
+        "verdict",
+        description="verdict: one yes/no question per criterion, P(yes) read from the first"
+        " token's log-probabilities; score: a 1-5 score written as JSON",
+    )
+    min_accuracy: float = Field(
+        0.8,
+        ge=0,
+        le=1,
+        description="a criterion whose pairwise accuracy or agreement on the calibration set is"
+        " below this is reported as unreliable and kept out of the gate and the monitor",
+    )
+    calibration_set: Path | None = Field(
+        None,
+        description="labelled JSONL the judge is calibrated on (default: the checkout's"
+        " samples/judge_calibration.jsonl)",
     )
 
 
@@ -252,6 +267,17 @@ class TracingSettings(BaseModel):
     """MLflow traces of answered questions (`ragcycle ask`, the API, evaluations)."""
 
     enabled: bool = Field(True, description="trace every answered question")
+    keep_raw: bool = Field(
+        False,
+        description="a privacy decision: keep the model's raw answers and unredacted retrieved"
+        " passages in traces and evaluation tables (default: only what was served, personal data"
+        " replaced by its type, a withheld answer by its refusal)",
+    )
+    keep_raw_questions: bool = Field(
+        False,
+        description="a privacy decision: keep questions as asked in traces, the query log and"
+        " evaluation tables (default: their personal data replaced by its type)",
+    )
     experiment: str = Field(
         "serving", description="experiment of production traces: <mlflow.experiment_prefix>-NAME"
     )
@@ -272,8 +298,13 @@ class ApiSettings(BaseModel):
 
     host: str = Field("127.0.0.1", description="interface to listen on")
     port: int = Field(8000, ge=1, le=65535)
+    auth: Literal["key", "none"] = Field(
+        "key",
+        description="key: every route but /health needs X-API-Key (made on first start when"
+        " api_key is unset); none: open, on a loopback host only unless --insecure",
+    )
     api_key: SecretStr | None = Field(
-        None, description="required in the X-API-Key header of every route but /health"
+        None, description="the key (default: made once, kept in <data_dir>/api_key, mode 0600)"
     )
     max_body_bytes: int = Field(65_536, ge=1024, description="larger requests get 413")
     max_in_flight: int = Field(
@@ -284,6 +315,16 @@ class ApiSettings(BaseModel):
     refresh_seconds: float = Field(
         5, gt=0, description="how often the live index version is looked up again"
     )
+
+    @field_validator("api_key")
+    @classmethod
+    def _not_empty(cls, key: SecretStr | None) -> SecretStr | None:
+        if key is not None and not key.get_secret_value().strip():
+            raise ValueError(
+                "api.api_key is empty: set a key, or leave it unset to have one made on first"
+                ' start (api.auth = "none" opens the API)'
+            )
+        return key
 
 
 class Price(BaseModel):
@@ -317,128 +358,3 @@ class EvaluationSettings(BaseModel):
     cpu_hour_usd: float = Field(
         0.0446, ge=0, description="USD per CPU-hour of local models (AWS c7i.large on demand)"
     )
-
-
-class GateRule(BaseModel):
-    """How much a metric may fall below the live version's before a candidate is rejected."""
-
-    tolerance: float = Field(0.02, ge=0)
-
-
-# The settings groups a candidate may override: what the index holds and how it is queried and
-# answered. Stores, servers and the lifecycle itself are not per-version choices.
-CANDIDATE_GROUPS = ("embedding", "chunking", "ingest", "retrieval", "generation")
-
-
-class Candidate(BaseModel):
-    """A named challenger: settings overrides tried against the live version by ``reindex``.
-
-    In ``ragcycle.toml``: ``[[lifecycle.candidates]]`` with ``name = "small-chunks"`` and
-    ``chunking = {strategy = "fixed", size = 400, overlap = 80}``. The overrides are checked
-    against the full settings when the settings load, so a typo names its key.
-    """
-
-    model_config = ConfigDict(extra="allow")
-
-    name: str = Field(..., pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-
-    @model_validator(mode="after")
-    def _only_candidate_groups(self) -> Candidate:
-        unknown = sorted(set(self.overrides) - set(CANDIDATE_GROUPS))
-        if unknown:
-            raise ValueError(
-                f"candidate {self.name!r} overrides {', '.join(unknown)}; a candidate may"
-                f" override only {', '.join(CANDIDATE_GROUPS)}"
-            )
-        return self
-
-    @property
-    def overrides(self) -> dict[str, Any]:
-        return dict(self.model_extra or {})
-
-
-class ProductionLimits(BaseModel):
-    """The monitor's production checks over the query log; a limit of null is not checked."""
-
-    window_hours: float = Field(24, gt=0, description="how far back the monitor reads traffic")
-    min_queries: int = Field(20, ge=1, description="fewer answers than this: rates not judged")
-    min_rated: int = Field(5, ge=1, description="fewer ratings than this: feedback not judged")
-    max_negative_feedback_rate: float | None = Field(0.3, ge=0, le=1)
-    max_guardrail_fail_rate: float | None = Field(0.05, ge=0, le=1)
-    max_guardrail_warning_rate: float | None = Field(0.5, ge=0, le=1)
-    max_abstention_rate: float | None = Field(0.5, ge=0, le=1)
-    max_latency_p95_ms: float | None = Field(30_000, gt=0)
-    max_tokens_per_day: float | None = Field(None, gt=0)
-    max_cost_per_day_usd: float | None = Field(None, gt=0)
-    question_min_similarity: float = Field(
-        0.3, ge=0, le=1, description="a question this far from every golden one is uncovered"
-    )
-    max_uncovered_share: float | None = Field(
-        0.5, ge=0, le=1, description="query drift: share of recent questions uncovered"
-    )
-    question_shift_alpha: float = Field(
-        0.01, gt=0, lt=1, description="query drift also needs the MMD test's p under this"
-    )
-
-
-class LifecycleSettings(BaseModel):
-    """Index versions, the quality gate, and the monitor's checks."""
-
-    sources: list[Path] = Field(
-        default_factory=list, description="files/folders the index mirrors (reindex, drift)"
-    )
-    golden_dataset: Path | None = Field(None, description="golden JSONL the gate evaluates")
-    gate: dict[str, GateRule] = Field(
-        default_factory=lambda: {
-            "hit_rate_at_{k}": GateRule(tolerance=0.02),
-            "mrr": GateRule(tolerance=0.03),
-            "answer_similarity": GateRule(tolerance=0.03),
-        },
-        description="metric (``{k}`` filled in) -> allowed drop against the live version",
-    )
-    thresholds: dict[str, float] = Field(
-        default_factory=lambda: {"hit_rate_at_{k}": 0.5},
-        description="absolute minimums every promoted or monitored version must reach",
-    )
-    retention: int = Field(3, ge=2, description="index versions kept (live and previous always)")
-    build_timeout_minutes: float = Field(
-        120, gt=0, description="a build older than this (on another host) counts as abandoned"
-    )
-    monitor_cron: str = Field("0 3 * * *", description="when the deployed monitor runs")
-    baseline_runs: int = Field(
-        5, ge=1, description="the baseline is the median of this many past evaluations"
-    )
-    query_window: int = Field(200, ge=1, description="recent logged queries checked for drift")
-    query_drift_max_share: float = Field(
-        0.3, ge=0, le=1, description="max share of recent queries retrieving nothing close"
-    )
-    production: ProductionLimits = Field(
-        default_factory=lambda: ProductionLimits(), description="the monitor's production checks"
-    )
-    candidates: list[Candidate] = Field(
-        default_factory=list,
-        description="challengers a reindex builds and gates besides the configured settings",
-    )
-    gate_confidence: float = Field(
-        0.95, gt=0.5, lt=1, description="confidence of the paired intervals of the gate"
-    )
-    gate_power: float = Field(
-        0.8, gt=0, lt=1, description="power at which the minimum detectable effect is reported"
-    )
-    exclude_flaky: bool = Field(
-        True, description="leave questions whose verdict flips across repeats out of the gate"
-    )
-
-    @field_validator("candidates")
-    @classmethod
-    def _unique_candidate_names(cls, candidates: list[Candidate]) -> list[Candidate]:
-        names = [c.name for c in candidates]
-        duplicated = sorted(
-            {n for n in names if names.count(n) > 1} | ({"live", "configured"} & set(names))
-        )
-        if duplicated:
-            raise ValueError(
-                f"lifecycle.candidates: names must be unique and not 'live' or 'configured'"
-                f" ({', '.join(duplicated)})"
-            )
-        return candidates

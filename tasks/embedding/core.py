@@ -22,6 +22,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from tasks.chunking.context import TokenBudget
+from tasks.stopping import raise_if_stopped
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
@@ -75,6 +76,7 @@ def embed_in_length_order(
     )
     parts: list[np.ndarray] = []
     for offset in range(0, len(texts), batch_size):
+        raise_if_stopped()
         rows = order[offset : offset + batch_size]
         parts.append(encode([texts[row] for row in rows]))
         if on_progress is not None:

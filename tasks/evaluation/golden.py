@@ -1,7 +1,9 @@
 """Golden datasets: the questions an index is measured on, with what a right answer cites.
 
 A golden set is JSONL, one question a line: ``question``, ``expected_answer`` (null when the
-corpus cannot answer it), ``expected_sources`` (file names or ids) and ``pages``. Bad lines are
+corpus cannot answer it), ``answer_key`` (optional: a short string, or a list of alternatives,
+that any correct answer contains; scored without a judge), ``expected_sources`` (file names or
+ids) and ``pages``. Bad lines are
 reported with their number and skipped; the digest changes whenever the file does, so runs on
 different versions of a set are never compared as if they were the same.
 """
@@ -32,6 +34,7 @@ class GoldenItem:
     expected_answer: str | None
     expected_sources: tuple[str, ...]
     pages: Mapping[str, tuple[int, ...]]
+    answer_key: tuple[str, ...] = ()
 
     @property
     def answerable(self) -> bool:
@@ -126,7 +129,22 @@ def _parse_item(
         answer,
         tuple(sources),
         {key: tuple(value) for key, value in pages.items()},
+        _answer_key(data.get("answer_key"), answer),
     )
+
+
+def _answer_key(value: Any, answer: str | None) -> tuple[str, ...]:
+    """The alternatives of an ``answer_key``: a string or a list of non-empty strings."""
+    if value is None:
+        return ()
+    keys = [value] if isinstance(value, str) else value
+    if not isinstance(keys, list) or not keys or not all(isinstance(k, str) for k in keys):
+        raise ValueError("'answer_key' must be a string or a non-empty list of strings")
+    if not all(k.strip() for k in keys):
+        raise ValueError("'answer_key' has an empty string")
+    if answer is None:
+        raise ValueError("'answer_key' given for a question with no 'expected_answer'")
+    return tuple(k.strip() for k in keys)
 
 
 def _json_type(value: Any) -> str:

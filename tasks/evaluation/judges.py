@@ -1,15 +1,18 @@
-"""LLM-as-judge metrics: a model grades each answer on a 1-5 scale, read back as 0-1.
+"""LLM-as-judge metrics: a model grades each answer, read back as 0-1.
 
 Three criteria, each a question of its own: is the answer grounded in the retrieved context
 (``judge_faithfulness``), correct against the reference (``judge_correctness``, only where the
-golden set has one), and relevant to the question (``judge_relevance``). The prompt puts what
-the criteria share first and the criterion last, so llama.cpp's prompt cache reads the long
-part once per answer, not once per criterion.
+golden set has one), and relevant to the question (``judge_relevance``).
 
-A local judge's reply is constrained to ``{"score": 1..5}`` by a JSON schema (llama.cpp's
-grammar-constrained decoding); an API judge replies in free text however firmly it is asked for
-JSON, so the parser also accepts JSON inside prose or code fences, or a bare number. Anything
-else is ``nan`` and counted as a parse failure, never a guess.
+Two formulations. ``verdict`` (the default) asks one yes/no question per criterion, the
+reference before the answer, and reads the probability of "yes" from the first token's
+log-probabilities: small models rank answers far better this way than by writing a score, and a
+probability has no ties. ``score`` asks for ``{"score": 1..5}`` (grammar-constrained on a local
+model; an API judge's free text is parsed for JSON, JSON in prose, or a bare number). A reply
+with no usable verdict is ``nan`` and counted as a parse failure, never a guess.
+
+Whether any of this can be believed is measured, not assumed: :mod:`tasks.evaluation.calibration`
+grades labelled rows with the same judge and formulation.
 """
 
 from __future__ import annotations
@@ -19,18 +22,21 @@ import json
 import math
 import re
 from collections.abc import Mapping, Sequence
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from ragcycle.errors import GenerationError
 from tasks.evaluation.stats import nanmean
+from tasks.stopping import raise_if_stopped
 
 __all__ = [
     "JUDGE_CRITERIA",
     "JUDGE_PROMPT",
     "SCORE_SCHEMA",
+    "VERDICT_PROMPTS",
+    "Formulation",
     "Judge",
     "judge_params",
     "judge_prompt_id",
@@ -39,7 +45,10 @@ __all__ = [
     "judge_rows_task",
     "judge_source",
     "parse_judge_score",
+    "verdict_probability",
 ]
+
+Formulation = Literal["verdict", "score"]
 
 JUDGE_PROMPT = """You grade a question-answering system. Reply with JSON only, like {{"score": 3}}.
 
@@ -57,6 +66,19 @@ JUDGE_CRITERIA = {
     "judge_correctness": "correct the system answer is compared with the reference answer.",
     "judge_relevance": "well the system answer addresses the question.",
 }
+
+# One question per criterion, what the answer is checked against first.
+VERDICT_PROMPTS = {
+    "judge_faithfulness": "Context:\n{context}\n\nQuestion: {question}\nProposed answer:"
+    " {answer}\n\nIs everything the proposed answer says stated in the context?"
+    " Answer yes or no.",
+    "judge_correctness": "Reference answer: {reference}\nQuestion: {question}\nProposed"
+    " answer: {answer}\n\nDoes the proposed answer agree with the reference answer?"
+    " Answer yes or no.",
+    "judge_relevance": "Question: {question}\nProposed answer: {answer}\n\nDoes the proposed"
+    " answer address the question? Answer yes or no.",
+}
+VERDICT_ALTERNATIVES = 10  # first-token alternatives asked for: "yes" and "no" are among them
 
 SCORE_SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -86,13 +108,30 @@ class Judge(Protocol):
         seed: int | None = None,
         max_tokens: int | None = None,
         json_schema: dict[str, Any] | None = None,
+        top_logprobs: int | None = None,
     ) -> tuple[str, dict[str, Any]]: ...
 
 
-def judge_prompt_id() -> str:
-    """A short hash of the judge prompt and criteria: a verdict's source names it."""
-    payload = json.dumps([JUDGE_PROMPT, JUDGE_CRITERIA], sort_keys=True)
-    return "judge-" + hashlib.sha256(payload.encode()).hexdigest()[:8]
+def judge_prompt_id(formulation: Formulation = "verdict") -> str:
+    """A short hash of the formulation's prompts: a verdict's source names it."""
+    prompts: Any = VERDICT_PROMPTS if formulation == "verdict" else [JUDGE_PROMPT, JUDGE_CRITERIA]
+    payload = json.dumps(prompts, sort_keys=True)
+    return f"judge-{formulation}-" + hashlib.sha256(payload.encode()).hexdigest()[:8]
+
+
+def verdict_probability(text: str, first_token: Mapping[str, float]) -> float:
+    """P(yes) / (P(yes) + P(no)) over the first token's alternatives ("Yes", " yes", ...);
+    without log-probabilities, the reply's first word (1 for yes, 0 for no); else ``nan``."""
+    yes = sum(math.exp(lp) for token, lp in first_token.items() if _word(token) == "yes")
+    no = sum(math.exp(lp) for token, lp in first_token.items() if _word(token) == "no")
+    if yes + no > 0:
+        return yes / (yes + no)
+    word = _word(text.split()[0]) if text.split() else ""
+    return {"yes": 1.0, "no": 0.0}.get(word, math.nan)
+
+
+def _word(token: str) -> str:
+    return token.strip().strip(".,!:;\"'").lower()
 
 
 def parse_judge_score(text: str) -> float:
@@ -128,34 +167,47 @@ def judge_rows(
     judge: Judge,
     *,
     context_chars: int = 1500,
+    formulation: Formulation = "verdict",
 ) -> None:
     """Add judge scores to each row in place, and the criteria that failed as ``judge_failed``.
 
-    A call that fails or a reply without a usable score is ``nan`` for that criterion; a row
+    A call that fails or a reply without a usable verdict is ``nan`` for that criterion; a row
     without a reference answer gets no correctness verdict (``nan``, not a failure).
     """
-    schema = SCORE_SCHEMA if judge.structured_output else None
     for row, context in zip(rows, contexts, strict=True):
+        raise_if_stopped()
         failed: list[str] = []
-        for name, criterion in JUDGE_CRITERIA.items():
+        for name in JUDGE_CRITERIA:
             if name == "judge_correctness" and not row.get("expected_answer"):
                 row[name] = math.nan
                 continue
-            prompt = JUDGE_PROMPT.format(
-                criterion=criterion,
-                question=row["question"],
-                reference=row.get("expected_answer") or "(none)",
-                context="\n---\n".join(context)[:context_chars],
-                answer=row["answer"],
-            )
-            try:
-                text, _ = judge.complete([{"role": "user", "content": prompt}], json_schema=schema)
-            except GenerationError:
-                text = ""
-            row[name] = parse_judge_score(text)
+            fields = {
+                "question": row["question"],
+                "reference": row.get("expected_answer") or "(none)",
+                "context": "\n---\n".join(context)[:context_chars],
+                "answer": row["answer"],
+            }
+            row[name] = _grade(judge, name, fields, formulation)
             if math.isnan(row[name]):
                 failed.append(name)
         row["judge_failed"] = failed
+
+
+def _grade(judge: Judge, name: str, fields: dict[str, str], formulation: Formulation) -> float:
+    """One criterion's verdict on one answer, 0-1, or ``nan`` when the judge gave none."""
+    if formulation == "verdict":
+        prompt = VERDICT_PROMPTS[name].format(**fields)
+        options: dict[str, Any] = {"max_tokens": 1, "top_logprobs": VERDICT_ALTERNATIVES}
+    else:
+        prompt = JUDGE_PROMPT.format(criterion=JUDGE_CRITERIA[name], **fields)
+        options = {"json_schema": SCORE_SCHEMA if judge.structured_output else None}
+    try:
+        text, usage = judge.complete([{"role": "user", "content": prompt}], **options)
+    except GenerationError:
+        return math.nan
+    if formulation == "verdict":
+        return verdict_probability(text, usage.get("first_token") or {})
+    return parse_judge_score(text)
 
 
 def judge_reliability(rows: Sequence[Mapping[str, Any]]) -> dict[str, float]:
@@ -186,12 +238,14 @@ def judge_reliability(rows: Sequence[Mapping[str, Any]]) -> dict[str, float]:
     }
 
 
-def judge_source(judge: Judge | None) -> str:
+def judge_source(judge: Judge | None, formulation: Formulation = "verdict") -> str:
     """The source of a verdict, as its MLflow assessment names it: judge model @ prompt."""
-    return f"{judge.name}:{judge.model}@{judge_prompt_id()}" if judge is not None else ""
+    if judge is None:
+        return ""
+    return f"{judge.name}:{judge.model}@{judge_prompt_id(formulation)}"
 
 
-def judge_params(judge: Judge | None) -> dict[str, str]:
+def judge_params(judge: Judge | None, formulation: Formulation = "verdict") -> dict[str, str]:
     """What an evaluation run records about its judge."""
     if judge is None:
         return {}
@@ -199,14 +253,18 @@ def judge_params(judge: Judge | None) -> dict[str, str]:
         "judge_backend": judge.name,
         "judge_model": judge.model,
         "judge_sha256": judge.sha256 or "",
-        "judge_prompt": judge_prompt_id(),
+        "judge_prompt": judge_prompt_id(formulation),
     }
 
 
 @task(name="judge", cache_policy=NO_CACHE)
 def judge_rows_task(
-    rows: list[dict[str, Any]], contexts: list[list[str]], judge: Judge, context_chars: int
+    rows: list[dict[str, Any]],
+    contexts: list[list[str]],
+    judge: Judge,
+    context_chars: int,
+    formulation: Formulation = "verdict",
 ) -> list[dict[str, Any]]:
     """Prefect edge of :func:`judge_rows`; returns the rows with judge metrics."""
-    judge_rows(rows, contexts, judge, context_chars=context_chars)
+    judge_rows(rows, contexts, judge, context_chars=context_chars, formulation=formulation)
     return rows

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import re
 import string
+import unicodedata
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 
@@ -115,6 +116,24 @@ def token_f1(prediction: str, reference: str) -> float:
         return 0.0
     precision, recall = common / len(predicted), common / len(expected)
     return 2 * precision * recall / (precision + recall)
+
+
+def contains_key(answer: str, keys: Sequence[str]) -> float:
+    """1 if the answer contains one of the answer key's alternatives as whole words.
+
+    Judge-free correctness: case, whitespace and Unicode forms (ligatures, full-width digits)
+    are ignored, and a key is not found inside a longer word or number ("35" is not in "135").
+    """
+    text = _comparable(answer)
+    for key in keys:
+        pattern = r"(?<!\w)" + re.escape(_comparable(key)) + r"(?!\w)"
+        if re.search(pattern, text):
+            return 1.0
+    return 0.0
+
+
+def _comparable(text: str) -> str:
+    return " ".join(unicodedata.normalize("NFKC", text).casefold().split())
 
 
 def supported_share(answer: str, contexts: Sequence[str], threshold: float = 0.8) -> float:

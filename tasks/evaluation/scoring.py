@@ -5,8 +5,9 @@ latency and cost, and the rows become a summary with confidence intervals.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -17,6 +18,7 @@ from ragcycle.settings import EvaluationSettings
 from tasks.evaluation.golden import GoldenItem, matches_source
 from tasks.evaluation.judges import JUDGE_CRITERIA, judge_reliability
 from tasks.evaluation.metrics import (
+    contains_key,
     hit_rate_at_k,
     mrr,
     ndcg_at_k,
@@ -28,6 +30,7 @@ from tasks.evaluation.metrics import (
     token_f1,
 )
 from tasks.evaluation.stats import bootstrap_ci, nanmean, percentile
+from tasks.guardrails.keeping import Keeping
 
 __all__ = [
     "QUALITY_METRICS",
@@ -54,12 +57,25 @@ class ScoringConfig:
     price_cpu_hour: float = 0.0
     toxicity_threshold: float = 0.5
     priced: bool = False  # False: an API model without a price, whose cost reads 0
+    pii: Any = None  # the production PII detector (guardrails.pii_entities, pii_score)
+    keeping: Keeping = field(default_factory=Keeping)  # what the stored rows keep
+
+
+# The placeholders redaction leaves in a served answer: a type, not content to support.
+_PLACEHOLDER = re.compile(r"\[[A-Z_]+\]")
 
 
 def scoring_config(
-    evaluation: EvaluationSettings, backend: str, model: str, k: int
+    evaluation: EvaluationSettings,
+    backend: str,
+    model: str,
+    k: int,
+    *,
+    pii: Any = None,
+    keeping: Keeping | None = None,
 ) -> ScoringConfig:
-    """Prices and thresholds for one generator: tokens for APIs, CPU time for local models."""
+    """Prices and thresholds for one generator: tokens for APIs, CPU time for local models;
+    ``pii`` and ``keeping`` as production detects and stores (see :class:`GuardConfig`)."""
     price = evaluation.prices.get(model)
     cpu_hour = price.cpu_hour if price and price.cpu_hour is not None else evaluation.cpu_hour_usd
     return ScoringConfig(
@@ -69,6 +85,8 @@ def scoring_config(
         price_cpu_hour=cpu_hour if backend == "local" else 0.0,
         toxicity_threshold=evaluation.toxicity_threshold,
         priced=price is not None or backend == "local",
+        pii=pii,
+        keeping=keeping or Keeping(pii),
     )
 
 
@@ -91,8 +109,14 @@ def score_row(
     *,
     answer_vector: np.ndarray | None,
     expected_vector: np.ndarray | None,
+    verdict: Any = None,
 ) -> dict[str, Any]:
-    """Every per-question metric, guardrail flag and cost figure for one answered question."""
+    """Every per-question metric, guardrail flag and cost figure for one answered question.
+
+    Answer metrics describe the answer served (``verdict.answer``): a redacted answer is scored
+    as redacted, and one the guardrails withheld earns nothing. ``pii_in_answer`` counts
+    generated answers in which the production detector found personal data (which the
+    guardrails then redacted or withheld)."""
     from tasks.guardrails import check_contexts, check_text
 
     k = config.k
@@ -103,15 +127,18 @@ def score_row(
     has_sources = bool(item.expected_sources)
     hits = retrieval.top_chunks(k)
     contexts = [hit.text for hit in hits]
-    guard = check_text(answer.text, toxicity_threshold=config.toxicity_threshold)
+    guard = check_text(answer.text, toxicity_threshold=config.toxicity_threshold, pii=config.pii)
+    served = verdict.answer if verdict is not None else answer.text
+    withheld = verdict is not None and verdict.status == "fail"
+    scored = _PLACEHOLDER.sub("", served)
     context_pii = any(_has_pii(hit) for hit in hits)
     retrieve_ms = float(retrieval.latency_ms.get("retrieve", 0.0))
     cost = answer_cost(answer, config)
     row: dict[str, Any] = {
         "line": item.line,
         "repeat": repeat,
-        "question": item.question,
-        "answer": answer.text,
+        "question": config.keeping.question(item.question),
+        "answer": served,  # the stored copy: what a user would have received
         "expected_answer": item.expected_answer,
         "expected_sources": list(item.expected_sources),
         "retrieved_documents": ranked[:k],
@@ -131,21 +158,26 @@ def score_row(
         else math.nan,
         "page_hit_rate": _page_hit(documents[:k], item) if item.pages else math.nan,
         **_chunk_pages(hits, item, k),
-        "answer_f1": token_f1(answer.text, item.expected_answer)
+        "answer_f1": (0.0 if withheld else token_f1(scored, item.expected_answer))
         if item.expected_answer is not None
         else math.nan,
+        "answer_contains_key": (0.0 if withheld else contains_key(scored, item.answer_key))
+        if item.answer_key
+        else math.nan,
         "answer_similarity": _cosine(answer_vector, expected_vector)
-        if item.expected_answer is not None and not answer.abstained
+        if item.expected_answer is not None and not answer.abstained and not withheld
         else (0.0 if item.expected_answer is not None else math.nan),
-        "faithfulness": supported_share(answer.text, contexts)
+        "faithfulness": (0.0 if withheld else supported_share(scored, contexts))
         if not answer.abstained
         else math.nan,
-        "answer_relevance": _cosine(answer_vector, retrieval.vector)
+        "answer_relevance": (0.0 if withheld else _cosine(answer_vector, retrieval.vector))
         if not answer.abstained
         else math.nan,
         "no_answer_correct": float(answer.abstained != answerable),
         "abstained_when_unanswerable": float(answer.abstained) if not answerable else math.nan,
-        "answered_when_answerable": float(not answer.abstained) if answerable else math.nan,
+        "answered_when_answerable": float(not answer.abstained and not withheld)
+        if answerable
+        else math.nan,
         "pii_in_answer": float(bool(guard.pii)),
         "pii_kinds": ",".join(guard.pii_kinds),
         "toxicity": guard.toxicity,
@@ -160,6 +192,8 @@ def score_row(
         "cpu_seconds": float(answer.cpu_seconds),
         "cost_usd": cost,
     }
+    if config.keeping.raw_answers:
+        row["generated_answer"] = answer.text
     row["flagged"] = bool(
         row["pii_in_answer"] or row["toxic_answer"] or row["injection_in_context"]
     )
@@ -215,6 +249,7 @@ QUALITY_METRICS = (
     "page_hit_at_{k}",
     "page_recall_at_{k}",
     "answer_f1",
+    "answer_contains_key",
     "answer_similarity",
     "faithfulness",
     "answer_relevance",
@@ -308,7 +343,8 @@ def score_rows(
     ``verdicts`` are the guardrails' decisions as production made them (and ``trace_ids`` the
     answers' traces): the row then says what a user would have been served.
     """
-    answer_texts = [answer.text for answer in answers]
+    served = [v.answer for v in verdicts] if verdicts else [a.text for a in answers]
+    answer_texts = [_PLACEHOLDER.sub("", text) for text in served]
     references = [item.expected_answer or "" for item in items]
     vectors = embedder.embed([*answer_texts, *references]) if answers else np.zeros((0, 0))
     count = len(answers)
@@ -321,13 +357,13 @@ def score_rows(
             config,
             answer_vector=vectors[i],
             expected_vector=vectors[count + i] if item.expected_answer is not None else None,
+            verdict=verdicts[i] if verdicts else None,
         )
         for i, (item, repeat, retrieval, answer) in enumerate(
             zip(items, repeats, retrievals, answers, strict=True)
         )
     ]
     for row, verdict in zip(rows, verdicts or [], strict=False):
-        row["served_answer"] = verdict.answer
         row["guardrail_status"] = verdict.status
         row["guardrail_fail"] = float(verdict.status == "fail")
         row["guardrail_warning"] = float(verdict.status == "warning")

@@ -131,11 +131,14 @@ class OpenAIChatGenerator:
         seed: int | None = None,
         max_tokens: int | None = None,
         json_schema: dict[str, Any] | None = None,
+        top_logprobs: int | None = None,
     ) -> tuple[str, dict[str, Any]]:
         """One chat completion as ``(text, usage)``; :class:`GenerationError` when it gives up.
 
         ``usage`` is the response's token usage, plus its ``timings`` where the server reports
-        them (llama.cpp does: prompt and generation milliseconds and tokens per second).
+        them (llama.cpp does: prompt and generation milliseconds and tokens per second), and
+        with ``top_logprobs`` the first token's most likely alternatives as ``first_token``
+        (``{token: logprob}``; empty when the endpoint returns none).
         """
         retrying = Retrying(
             retry=retry_if_exception(lambda exc: isinstance(exc, _RetryableError)),
@@ -146,7 +149,9 @@ class OpenAIChatGenerator:
         try:
             for attempt in retrying:
                 with attempt:
-                    return self._post(messages, seed, max_tokens or self.max_tokens, json_schema)
+                    return self._post(
+                        messages, seed, max_tokens or self.max_tokens, json_schema, top_logprobs
+                    )
         except _RetryableError as exc:
             raise GenerationError(
                 f"chat completion failed after {self.max_retries + 1} attempts: {exc}"
@@ -166,6 +171,7 @@ class OpenAIChatGenerator:
         seed: int | None,
         max_tokens: int,
         json_schema: dict[str, Any] | None,
+        top_logprobs: int | None = None,
     ) -> tuple[str, dict[str, Any]]:
         body: dict[str, Any] = {
             "model": self.model,
@@ -182,6 +188,9 @@ class OpenAIChatGenerator:
                 "type": "json_schema",
                 "json_schema": {"name": "reply", "schema": json_schema},
             }
+        if top_logprobs is not None:
+            body["logprobs"] = True
+            body["top_logprobs"] = top_logprobs
         try:
             response = self._client.post("/chat/completions", json=body)
         except (httpx.TimeoutException, httpx.TransportError) as exc:
@@ -209,7 +218,19 @@ class OpenAIChatGenerator:
         usage = dict(usage) if isinstance(usage, dict) else {}
         if isinstance(payload.get("timings"), dict):
             usage["timings"] = payload["timings"]
+        if top_logprobs is not None:
+            usage["first_token"] = _first_token_logprobs(payload["choices"][0])
         return text.strip(), usage
+
+
+def _first_token_logprobs(choice: dict[str, Any]) -> dict[str, float]:
+    """``{token: logprob}`` of the first generated token's alternatives, as OpenAI and llama.cpp
+    return them (``logprobs.content[0].top_logprobs``); empty when absent or malformed."""
+    try:
+        alternatives = choice["logprobs"]["content"][0]["top_logprobs"]
+        return {str(a["token"]): float(a["logprob"]) for a in alternatives}
+    except (KeyError, IndexError, TypeError, ValueError):
+        return {}
 
 
 def resolve_api_key(settings: GenerationSettings) -> SecretStr | None:

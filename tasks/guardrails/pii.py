@@ -12,9 +12,12 @@ from __future__ import annotations
 
 import functools
 import logging
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+
+from tasks.guardrails.phones import PHONE_REGIONS, phone_span
 
 if TYPE_CHECKING:
     from presidio_analyzer import AnalyzerEngine
@@ -50,33 +53,23 @@ class PiiFinding:
 
 
 def luhn_is_valid(digits: str) -> bool:
-    """The Luhn checksum used by payment card numbers."""
-    numbers = [int(ch) for ch in digits if ch.isdigit()]
-    if len(numbers) < 13:
-        return False
-    total = 0
-    for position, digit in enumerate(reversed(numbers)):
-        if position % 2 == 1:
-            digit *= 2
-            if digit > 9:
-                digit -= 9
-        total += digit
-    return total % 10 == 0
+    """The Luhn checksum used by payment card numbers, over 13 or more digits."""
+    from stdnum import luhn
+
+    compact = "".join(ch for ch in digits if ch.isdigit())
+    return len(compact) >= 13 and luhn.is_valid(compact)
 
 
 def iban_is_valid(candidate: str) -> bool:
-    """ISO 13616: move the first four characters to the end, letters to numbers, mod 97 == 1."""
-    compact = candidate.replace(" ", "").upper()
-    if not 15 <= len(compact) <= 34 or not compact.isalnum():
-        return False
-    rearranged = compact[4:] + compact[:4]
-    numeric = "".join(str(int(ch, 36)) for ch in rearranged)
-    return int(numeric) % 97 == 1
+    """ISO 13616 by python-stdnum: the country's length and format, and the mod-97 check."""
+    from stdnum import iban
+
+    return bool(iban.is_valid(candidate))
 
 
 def ssn_is_plausible(candidate: str) -> bool:
     """The SSA never issues area 000, 666 or 9xx, group 00 or serial 0000."""
-    area, group, serial = candidate.split("-")
+    area, group, serial = re.split(r"[- ]", candidate)
     return (
         area not in {"000", "666"}
         and not area.startswith("9")
@@ -85,28 +78,105 @@ def ssn_is_plausible(candidate: str) -> bool:
     )
 
 
+# Maestro's issuer prefixes: the one brand whose numbers can be 12 digits long. A 12-digit
+# run elsewhere (order numbers printed 4-4-4) passes Luhn one time in ten, so it needs these.
+_TWELVE_DIGIT_PREFIXES: tuple[str, ...] = (
+    *("0604", "5018", "5020", "5038", "56", "57", "58"),
+    *("6304", "6390", "6759", "6761", "6762", "6763"),
+)
+
+
+def card_is_valid(candidate: str) -> bool:
+    """A payment card number: Luhn over 13-19 digits, or a 12-digit Maestro number."""
+    digits = "".join(ch for ch in candidate if ch.isdigit())
+    if len(digits) == 12:
+        from stdnum import luhn
+
+        return digits.startswith(_TWELVE_DIGIT_PREFIXES) and luhn.is_valid(digits)
+    return 13 <= len(digits) <= 19 and luhn_is_valid(digits)
+
+
+# An IBAN's start: country code and check digits, case-sensitive (Presidio compiles patterns
+# case-insensitively, which let "... 0130 00 or card" run on into the words after it).
+_IBAN_START = re.compile(r"(?<![A-Za-z0-9])[A-Z]{2}\d{2}")
+
+
+def iban_spans(text: str) -> list[tuple[int, int]]:
+    """IBANs as printed (compact, or in groups split by single spaces), each the longest run
+    that python-stdnum accepts for its country (length, format and mod-97 check)."""
+    found = []
+    for start in _IBAN_START.finditer(text):
+        ends, position, length = [], start.start(), 0
+        while position < len(text) and length < 34:
+            character = text[position]
+            if character.isascii() and character.isalnum():
+                length += 1
+                ends.append(position + 1)
+            elif not (character == " " and ends and ends[-1] == position):
+                break
+            position += 1
+        for end in reversed(ends):
+            following = text[end : end + 1]
+            if following.isascii() and following.isalnum():
+                continue
+            if iban_is_valid(text[start.start() : end]):
+                found.append((start.start(), end))
+                break
+    return found
+
+
 def _checksum_recognizers() -> list[Any]:
-    from presidio_analyzer import Pattern, PatternRecognizer
+    from presidio_analyzer import EntityRecognizer, Pattern, PatternRecognizer, RecognizerResult
 
     class Validated(PatternRecognizer):
         """A pattern that counts only when ``check`` accepts the matched text."""
 
-        def __init__(self, entity: str, regex: str, check: Any) -> None:
+        def __init__(self, entity: str, regex: str, check: Any, score: float = 0.5) -> None:
             super().__init__(
                 supported_entity=entity,
                 name=f"ragcycle-{entity.lower()}",
-                patterns=[Pattern(entity.lower(), regex, 0.5)],
+                patterns=[Pattern(entity.lower(), regex, score)],
             )
             self._check = check
 
         def validate_result(self, pattern_text: str) -> bool:
             return bool(self._check(pattern_text))
 
+    class Iban(EntityRecognizer):
+        """IBANs by :func:`iban_spans`: a regex cannot know where a grouped IBAN ends."""
+
+        def __init__(self) -> None:
+            super().__init__(supported_entities=["IBAN_CODE"], name="ragcycle-iban_code")
+
+        def load(self) -> None:
+            return None
+
+        def analyze(self, text: str, entities: Any, nlp_artifacts: Any = None) -> Any:
+            # Checked by country format and checksum: stronger than any overlapping digit run
+            # (the card and phone recognisers also see an IBAN's digit groups).
+            return [
+                RecognizerResult("IBAN_CODE", start, end, IBAN_SCORE)
+                for start, end in iban_spans(text)
+            ]
+
     return [
-        Validated("CREDIT_CARD", r"(?<![\d-])(?:\d[ -]?){12,18}\d(?![\d-])", luhn_is_valid),
-        Validated("IBAN_CODE", r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]){11,30}\b", iban_is_valid),
-        Validated("US_SSN", r"(?<!\d)\d{3}-\d{2}-\d{4}(?!\d)", ssn_is_plausible),
+        Validated("CREDIT_CARD", _CARD, card_is_valid, CARD_SCORE),
+        Iban(),
+        Validated("US_SSN", r"(?<![\d-])\d{3}([- ])\d{2}\1\d{4}(?![\d-])", ssn_is_plausible, 0.5),
     ]
+
+
+# Card numbers as printed: one run of digits, groups of four (the last one shorter), or
+# American Express / Diners 4-6-5 / 4-6-4; not inside a longer identifier (``1Z...``), and not
+# other groupings (an ISBN's 978-1-5314-4313-9 can pass Luhn too).
+_CARD = (
+    r"(?<![\w-])(?:\d{12,19}|\d{4}([ -])\d{4}\1\d{4}(?:\1\d{4})?(?:\1\d{1,3})?"
+    r"|\d{4}([ -])\d{6}\2\d{4,5})(?![\w-])"
+)
+
+# Presidio scores a validated pattern 1.0; the IBAN scanner's findings are validated too.
+IBAN_SCORE = 1.0
+CARD_SCORE = 0.8
 
 
 def _offline_email_recognizer() -> Any:
@@ -123,6 +193,26 @@ def _offline_email_recognizer() -> Any:
             return extractor(pattern_text).fqdn != ""
 
     return OfflineEmail()
+
+
+def _phones() -> Any:
+    from presidio_analyzer.predefined_recognizers import PhoneRecognizer
+
+    class Phones(PhoneRecognizer):
+        """Presidio's libphonenumber recogniser, its matches kept by :func:`phone_span`."""
+
+        def analyze(self, text: str, entities: Any, nlp_artifacts: Any = None) -> Any:
+            kept = []
+            for result in super().analyze(text, entities, nlp_artifacts):
+                span = phone_span(text, result.start, result.end)
+                if span is not None:
+                    result.start, result.end = span
+                    kept.append(result)
+            return kept
+
+    # POSSIBLE, not VALID: a number from a range libphonenumber does not know yet (new area
+    # codes, private ranges) is still somebody's; the shape checks above keep precision.
+    return Phones(supported_regions=PHONE_REGIONS, leniency=0)
 
 
 class PiiDetector:
@@ -199,7 +289,9 @@ def _findings(text: str, results: Any) -> list[PiiFinding]:
 
 def _without_overlaps(findings: Any) -> list[PiiFinding]:
     kept: list[PiiFinding] = []
-    for finding in sorted(findings, key=lambda f: (-f.score, f.start)):
+    # Highest score first; among equals (validated patterns all score 1.0) the longer span, so
+    # an IBAN keeps the digit groups a card pattern also matched inside it.
+    for finding in sorted(findings, key=lambda f: (-f.score, f.start - f.end, f.start)):
         if all(finding.end <= k.start or k.end <= finding.start for k in kept):
             kept.append(finding)
     return sorted(kept, key=lambda f: f.start)
@@ -254,9 +346,10 @@ def _analyzer(ner: bool) -> AnalyzerEngine:
         "IbanRecognizer",
         "UsSsnRecognizer",
         "EmailRecognizer",
+        "PhoneRecognizer",
     ):
         registry.remove_recognizer(replaced)
-    for recognizer in [*_checksum_recognizers(), _offline_email_recognizer()]:
+    for recognizer in [*_checksum_recognizers(), _offline_email_recognizer(), _phones()]:
         registry.add_recognizer(recognizer)
     return AnalyzerEngine(nlp_engine=nlp, registry=registry, supported_languages=["en"])
 

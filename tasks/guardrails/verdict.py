@@ -10,6 +10,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from tasks.guardrails.degenerate import UNUSABLE, degenerate_reason
 from tasks.guardrails.detectors import check_text, find_injection_markers
 from tasks.guardrails.pii import PiiDetector, PiiFinding, find_pii, redact
 
@@ -64,10 +65,14 @@ def guard_answer(
     support_threshold: float = 0.8,
     withheld: Mapping[str, list[str]] | None = None,
     pii: PiiDetector | None = None,
+    abstained: bool = False,
 ) -> Verdict:
-    """Toxic -> ``fail``, the answer withheld; personal data -> redacted (``warning``) or, with
-    ``pii_action="block"``, withheld (``fail``); sentences the context does not support ->
-    ``warning: potential hallucination`` naming them; injected chunks kept out -> ``warning``."""
+    """An answer that echoes the prompt or is degenerate (empty, no words, a loop) -> ``fail``,
+    an abstention served instead; toxic -> ``fail``, the answer withheld; personal data ->
+    redacted (``warning``) or, with ``pii_action="block"``, withheld (``fail``); sentences the
+    context does not support -> ``warning: potential hallucination`` naming them; injected
+    chunks kept out -> ``warning``; an answer (not an abstention) with no context at all
+    behind it -> ``warning``."""
     from tasks.evaluation.metrics import unsupported_sentences
 
     report = check_text(answer, toxicity_threshold=toxicity_threshold, pii=pii)
@@ -80,6 +85,11 @@ def guard_answer(
             f" ({', '.join(names)})"
         )
         verdict.status = "warning"
+    unusable = degenerate_reason(answer)
+    if unusable:
+        verdict.reasons.append(unusable)
+        verdict.status, verdict.answer = "fail", UNUSABLE
+        return verdict
     if report.toxic:
         verdict.reasons.append(f"toxicity {report.toxicity:.2f} over {toxicity_threshold}")
         return _withheld(verdict)
@@ -101,6 +111,11 @@ def guard_answer(
             f"potential hallucination: {len(verdict.unsupported)} sentence(s) not supported by"
             " the retrieved context"
         )
+        verdict.status = "warning"
+    if not contexts and not abstained:
+        # Nothing retrieved, or every chunk withheld as injected: whatever the model said, no
+        # document stands behind it.
+        verdict.reasons.append("potential hallucination: no supporting context")
         verdict.status = "warning"
     return verdict
 

@@ -358,9 +358,16 @@ def open_lexical(settings: Settings, index: VectorIndex) -> LexicalIndex:
     return lexical
 
 
+def collection_names(settings: Settings) -> list[str]:
+    """The collections the configured Chroma holds."""
+    return [collection.name for collection in open_chroma_client(settings).list_collections()]
+
+
 def drop_collection(settings: Settings, name: str) -> None:
-    """Delete a collection from Chroma and its lexical index from disk."""
-    open_chroma_client(settings).delete_collection(name)
+    """Delete a collection from Chroma and its lexical index from disk; one already gone is
+    not an error (a clean-up killed halfway is finished by the next)."""
+    if name in collection_names(settings):
+        open_chroma_client(settings).delete_collection(name)
     drop_lexical(lexical_root(settings, name))
 
 

@@ -16,10 +16,11 @@ from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlparse
 
 import numpy as np
+from chromadb.errors import InvalidArgumentError
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from ragcycle.errors import ConfigError, IndexStoreError
+from ragcycle.errors import ConfigError, FilterError, IndexStoreError
 from ragcycle.settings import HnswSettings, Settings
 from tasks.retrying import worth_retrying
 
@@ -362,6 +363,11 @@ class ChromaIndex:
                 where=dict(where) if where else None,
                 include=["documents", "metadatas", "distances"],
             )
+        except (InvalidArgumentError, ValueError) as exc:
+            # Chroma checks part of a filter in Python (ValueError), the rest in its engine.
+            if where:
+                raise FilterError(f"invalid where filter: {exc} (filter {dict(where)})") from None
+            raise IndexStoreError(f"Chroma query on {self.name!r} failed: {exc}") from None
         except Exception as exc:
             raise IndexStoreError(f"Chroma query on {self.name!r} failed: {exc}") from None
         rows: list[list[Hit]] = []

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import math
 import statistics
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -180,14 +180,29 @@ def run_checks(
     corpus: Mapping[str, int],
     queries: Mapping[str, float],
     query_max_share: float,
+    unreliable: Collection[str] = (),
+    uncalibrated: Collection[str] = (),
 ) -> CheckResult:
-    """Every check of the monitor; any failed one asks for a reindex."""
+    """Every check of the monitor; any failed one asks for a reindex. A metric in
+    ``unreliable`` (its judge failed calibration) is listed as not used, never checked; one in
+    ``uncalibrated`` is checked against its baseline only, not against a threshold."""
     result = CheckResult(drift={"corpus": dict(corpus), "queries": dict(queries)})
     for name in sorted(set(thresholds) | set(tolerances)):
         value = float(metrics.get(name, math.nan))
+        if name in unreliable:
+            result.table.append(
+                {
+                    "metric": name,
+                    "value": value,
+                    "live": math.nan,
+                    "candidate": value,
+                    "verdict": "not used: judge failed calibration",
+                }
+            )
+            continue
         base = baseline.get(name, math.nan)
         verdict = "ok"
-        if name in thresholds and not value >= thresholds[name]:
+        if name in thresholds and name not in uncalibrated and not value >= thresholds[name]:
             verdict = "below threshold"
             result.reasons.append(f"{name} {value:.4f} is below the threshold {thresholds[name]}")
         if name in tolerances and not math.isnan(base) and base - value > tolerances[name]:
@@ -223,6 +238,8 @@ def run_checks_task(
     corpus: dict[str, int],
     queries: dict[str, float],
     query_max_share: float,
+    unreliable: list[str] | None = None,
+    uncalibrated: list[str] | None = None,
 ) -> CheckResult:
     """Prefect edge of :func:`run_checks`."""
     return run_checks(
@@ -233,4 +250,6 @@ def run_checks_task(
         corpus=corpus,
         queries=queries,
         query_max_share=query_max_share,
+        unreliable=unreliable or (),
+        uncalibrated=uncalibrated or (),
     )

@@ -27,7 +27,7 @@ _RULES: tuple[tuple[re.Pattern[str], str, str], ...] = tuple(
             "retrieval",
             "",
         ),
-        (r"answer_(f1|similarity|relevance)", "answer", "answer_"),
+        (r"answer_(f1|similarity|relevance|contains_key)", "answer", "answer_"),
         (
             r"faithfulness|no_answer_correct|abstained_when_unanswerable|answered_when_answerable",
             "answer",

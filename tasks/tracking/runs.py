@@ -27,6 +27,7 @@ from tasks.retrying import worth_retrying
 from tasks.tracking.genai_views import record_in_genai_views
 from tasks.tracking.metric_names import logged_metrics, logged_name
 from tasks.tracking.reports import publish_decision
+from tasks.tracking.store_setup import prepare_tracking_store
 from tasks.tracking.wandb_mirror import mirror_decision
 
 __all__ = [
@@ -47,10 +48,12 @@ __all__ = [
 
 
 def mlflow_client(tracking_uri: str) -> Any:
-    """Point MLflow at ``tracking_uri`` and return a client for it."""
+    """Point MLflow at ``tracking_uri`` and return a client for it (a new local store is
+    created whole first: :mod:`tasks.tracking.store_setup`)."""
     import mlflow
     from mlflow import MlflowClient
 
+    prepare_tracking_store(tracking_uri)
     mlflow.set_tracking_uri(tracking_uri)
     return MlflowClient(tracking_uri=tracking_uri)
 

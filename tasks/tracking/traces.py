@@ -13,6 +13,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+from tasks.tracking.mlflow_threads import trace_gate
+
 __all__ = ["QueryTrace", "log_user_feedback", "retrieved_documents"]
 
 
@@ -52,12 +54,23 @@ class QueryTrace:
         tags: dict[str, str],
         session_id: str | None = None,
     ) -> None:
-        import mlflow
-        from mlflow.entities import SpanType
         from mlflow.tracing.constant import TraceMetadataKey
 
         metadata = {TraceMetadataKey.TRACE_SESSION: session_id} if session_id else None
-        self.root = mlflow.start_span_no_context(
+        with trace_gate().writing():
+            self.root = self._start_root(experiment_id, question, tags, metadata)
+        self.trace_id: str = self.root.trace_id
+        self.question = question  # as the trace stores it
+        self._stages: list[_Stage] = []
+
+    @staticmethod
+    def _start_root(
+        experiment_id: str, question: str, tags: dict[str, str], metadata: dict[str, str] | None
+    ) -> Any:
+        import mlflow
+        from mlflow.entities import SpanType
+
+        return mlflow.start_span_no_context(
             "ask",
             span_type=SpanType.CHAIN,
             inputs={"question": question},
@@ -65,8 +78,6 @@ class QueryTrace:
             tags=tags,
             metadata=metadata,
         )
-        self.trace_id: str = self.root.trace_id
-        self._stages: list[_Stage] = []
 
     @contextmanager
     def step(
@@ -94,6 +105,10 @@ class QueryTrace:
         failed = next((stage.error for stage in self._stages if stage.error), None)
 
         def export() -> None:
+            with trace_gate().writing():
+                write()
+
+        def write() -> None:
             import mlflow
             from mlflow.tracing.provider import safe_set_span_in_context
 
@@ -124,12 +139,15 @@ class QueryTrace:
         return export
 
 
-def retrieved_documents(hits: Sequence[Any]) -> list[dict[str, Any]]:
-    """Hits in the shape MLflow's RETRIEVER spans render as documents."""
+def retrieved_documents(
+    hits: Sequence[Any], stored: Callable[[str, object], str] | None = None
+) -> list[dict[str, Any]]:
+    """Hits in the shape MLflow's RETRIEVER spans render as documents; ``stored`` gives the
+    copy of a chunk's text to keep (from its text and the ingest scan's ``pii`` finding)."""
     return [
         {
             "id": hit.chunk_id,
-            "page_content": hit.text,
+            "page_content": stored(hit.text, hit.metadata.get("pii")) if stored else hit.text,
             "metadata": {
                 "doc_uri": hit.metadata.get("source", ""),
                 "page": hit.metadata.get("page"),

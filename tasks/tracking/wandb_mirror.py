@@ -10,11 +10,10 @@ record is already in MLflow.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import sys
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ from prefect.cache_policies import NO_CACHE
 
 from ragcycle.settings import WandbSettings
 from tasks.tracking.metric_names import logged_metrics
+from tasks.tracking.mlflow_threads import quiet_stdout
 
 __all__ = [
     "MirroredRun",
@@ -77,7 +77,7 @@ def _write(settings: WandbSettings, run: MirroredRun, directory: Path) -> str:
         x_disable_stats=True,  # system metrics of a short logging call say nothing
         api_key=settings.api_key.get_secret_value() if settings.api_key else None,
     )
-    with _stdout_to_stderr():
+    with quiet_stdout(sys.stderr):  # W&B prints its banners to stdout
         mirrored = wandb.init(
             project=settings.project,
             entity=settings.entity,
@@ -113,12 +113,6 @@ def _table(rows: Sequence[Mapping[str, Any]]) -> Any:
         for row in rows
     ]
     return wandb.Table(columns=list[str | int](columns), data=data)
-
-
-@contextlib.contextmanager
-def _stdout_to_stderr() -> Iterator[None]:
-    with contextlib.redirect_stdout(sys.stderr):
-        yield
 
 
 def evaluation_run(

@@ -19,6 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from ragcycle.errors import ModelError
 from ragcycle.settings import CANDIDATE_GROUPS, Settings
 from tasks.versions.registry import IndexVersion, VersionRegistry
 
@@ -140,9 +141,27 @@ def resolve_serving(
         chosen = settings.with_overrides(explicit) if explicit else settings
         return Serving(name, chosen, None, name)
     served = settings_for_version(settings, found)
+    _check_model_file(served, found)
     return Serving(
         found.collection, served.with_overrides(explicit) if explicit else served, found, index
     )
+
+
+def _check_model_file(settings: Settings, version: IndexVersion) -> None:
+    """The model file a version was gated with is the one it is served with."""
+    gated = version.tags.get("model_sha256")
+    generation = settings.generation
+    if not gated or generation.backend != "local" or generation.model_path is None:
+        return
+    from tasks.models import model_file
+
+    now = model_file(generation.local_model, settings.models_path, generation.model_path).sha256
+    if now != gated:
+        raise ModelError(
+            f"generation.model_path {generation.model_path} is not the file version"
+            f" {version.version} was gated with (sha256 {now[:12]}..., gated {gated[:12]}...):"
+            " restore that file, or `ragcycle reindex` to gate this one"
+        )
 
 
 def _find_version(

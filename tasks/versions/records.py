@@ -61,7 +61,23 @@ def version_tags(settings: Settings, corpus: CorpusState, reason: str) -> dict[s
         "chunking_hash": settings.chunking.config_hash(),
         "chroma": settings.chroma.url or "embedded",
         "reason": reason[:500],
+        **model_file_tags(settings),
     }
+
+
+def model_file_tags(settings: Settings) -> dict[str, str]:
+    """The sha256 of a model given by ``generation.model_path``: the path alone does not say
+    what was gated (a catalogue model's name pins its hash already)."""
+    generation = settings.generation
+    if generation.backend != "local" or generation.model_path is None:
+        return {}
+    from tasks.models import model_file
+
+    found = model_file(generation.local_model, settings.models_path, generation.model_path)
+    return {MODEL_SHA256: found.sha256}
+
+
+MODEL_SHA256 = "model_sha256"
 
 
 def built_tags(

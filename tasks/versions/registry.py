@@ -23,7 +23,7 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlparse
 
-from ragcycle.errors import ConfigError, RegistryError
+from ragcycle.errors import ConfigError, ConflictError, RegistryError
 from tasks.locking import pid_alive
 
 __all__ = [
@@ -287,6 +287,22 @@ class VersionRegistry:
     def set_status(self, version: int, status: str, **tags: str) -> None:
         self.set_tags(version, status=status, **tags)
 
+    def promote_over(self, version: int, expected_live: int | None) -> IndexVersion:
+        """:meth:`promote` as a compare-and-swap: only if the live version is still
+        ``expected_live`` (None: still none), the one the decision was made against; otherwise
+        :class:`~ragcycle.errors.ConflictError` and nothing changes. Callers hold
+        :func:`tasks.locking.registry_lock`, which ``index promote`` and ``index rollback``
+        take too, so that the check and the swap are one step."""
+        current = self.live()
+        now = current.version if current is not None else None
+        if now != expected_live:
+            raise ConflictError(
+                f"index {self.index_name!r}: version {version} was gated against"
+                f" {_named(expected_live)}, but {_named(now)} is live now (promoted or rolled"
+                " back meanwhile); nothing promoted"
+            )
+        return self.promote(version)
+
     def promote(self, version: int) -> IndexVersion:
         """Make ``version`` live; the live one becomes ``previous``. One alias write each."""
         chosen = self.get(version)
@@ -329,19 +345,19 @@ class VersionRegistry:
 
     def expired(self, keep: int) -> list[IndexVersion]:
         """Versions beyond the retention count whose collections still exist, oldest first;
-        never the live or the previous one.
+        never the live or the previous one, which count among the ``keep``.
 
         Only ``ready`` and ``retired`` versions hold a collection: a rejected candidate's was
         dropped when it was rejected, a deleted one's when it expired, and a building or failed
         one is not a finished version.
         """
         protected = {CHAMPION, PREVIOUS}
+        versions = self.versions()
         finished = [
-            v
-            for v in self.versions()
-            if v.status in HOLDS_COLLECTION and not protected & set(v.aliases)
+            v for v in versions if v.status in HOLDS_COLLECTION and not protected & set(v.aliases)
         ]
-        return finished[: max(0, len(finished) - keep)]
+        room = max(0, keep - sum(1 for v in versions if protected & set(v.aliases)))
+        return finished[: max(0, len(finished) - room)]
 
     def delete(self, versions: Iterable[IndexVersion], drop_collection: Any) -> list[int]:
         """Drop the collections of ``versions`` and mark them deleted; a store that refuses
@@ -362,6 +378,10 @@ class VersionRegistry:
             self.set_status(version.version, "deleted")
             deleted.append(version.version)
         return deleted
+
+
+def _named(version: int | None) -> str:
+    return "no live version" if version is None else f"version {version}"
 
 
 def utc_timestamp() -> str:

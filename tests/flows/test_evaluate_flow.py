@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 from typing import Any
 
@@ -200,8 +199,10 @@ def test_cli_ask_and_eval_json(indexed: Path, tmp_path: Path) -> None:
         "questions",
         "skipped_lines",
         "failed_rows",
+        "judge",
     }
     assert "hit_rate_at_3" in report["metrics"] and report["questions"] == 17
+    assert report["judge"] is None  # evaluation.judge.backend is "none" by default
 
 
 @pytest.mark.slow
@@ -266,7 +267,7 @@ def test_openai_backend_with_judge_metrics(indexed: Path) -> None:
             "api_key": "sk-secret-test",
         }
         evaluation = {
-            "judge": {"backend": "openai", "model": "fake-llm"},
+            "judge": {"backend": "openai", "model": "fake-llm", "formulation": "score"},
             "mlflow_genai": False,
             "prices": {"fake-llm": {"prompt": 1.0, "completion": 2.0}},
         }
@@ -277,8 +278,16 @@ def test_openai_backend_with_judge_metrics(indexed: Path) -> None:
             )
         )
     metrics = result["metrics"]
-    assert metrics["judge_correctness"] == 1.0
-    assert math.isnan(metrics["judge_faithfulness"]) and math.isnan(metrics["judge_relevance"])
+    # A judge that gives every answer 5 ranks right and wrong answers alike: its calibration
+    # catches it (every pair a tie), so its correctness is logged but never used.
+    calibration = result["judge"]["calibration"]["criteria"]["judge_correctness"]
+    assert calibration["pairwise_accuracy"] == 0.5 and calibration["tie_share"] == 1.0
+    assert result["unreliable_metrics"] == [
+        "judge_faithfulness",
+        "judge_correctness",
+        "judge_relevance",
+    ]
+    assert not {"judge_correctness", "judge_faithfulness", "judge_relevance"} & set(metrics)
     # every garbage verdict is counted, never dropped: 17 answers x (faithfulness, relevance)
     assert metrics["judge_faithfulness_parse_failures"] == 17
     assert metrics["judge_parse_failures"] == 34
@@ -289,6 +298,10 @@ def test_openai_backend_with_judge_metrics(indexed: Path) -> None:
     )
     assert run.data.params["generator_model"] == "fake-llm" and run.data.params["judge"] == "True"
     assert run.data.params["judge_backend"] == "openai"
+    assert run.data.params["judge_reliable"] == "False"
+    assert run.data.metrics["judge/correctness"] == 1.0  # logged, marked, not decided on
+    assert run.data.metrics["judge/correctness_pairwise_accuracy"] == 0.5
+    assert run.data.tags["ragcycle.judge.unreliable"].split(",")[1] == "judge_correctness"
     assert "sk-secret-test" not in json.dumps(run.data.params) + json.dumps(run.data.tags)
 
 
@@ -349,3 +362,24 @@ def test_an_evaluation_is_mirrored_to_wandb_offline(indexed: Path, tmp_path: Pat
     assert (decision.name, decision.job_type) == ("reindex · v2 promoted", "lifecycle")
     assert decision.summary["decision"] == "promoted" and decision.config["sources"] == '["a", "b"]'
     assert decision.tables["gate"]["data"] == [["mrr", 0.9, 0.8]]
+
+
+def test_ask_prints_document_text_as_plain_text(tmp_path: Path, embedder: Any) -> None:
+    """Regression: `ragcycle ask` printed answers through Rich markup: a document holding
+    "[/dim]" crashed the command, and "[link=...]" became a link."""
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "markup.md").write_text(
+        "# Markup\n\nThe escape hatch is [/dim] and the [link=http://example.invalid]portal"
+        "[/link] closes at five o'clock every weekday.\n"
+    )
+    data = tmp_path / "data"
+    ingest(IngestRequest(paths=[str(corpus)], overrides={"data_dir": str(data), "progress": False}))
+    config = tmp_path / "ragcycle.toml"
+    config.write_text(f'data_dir = "{data}"\nprogress = false\n')
+    asked = CliRunner().invoke(
+        app, ["ask", "When does the portal close every weekday?", "-c", str(config)]
+    )
+    assert asked.exit_code == 0, asked.output
+    assert "[/dim]" in asked.stdout
+    assert "[link=http://example.invalid]portal[/link]" in asked.stdout

@@ -47,6 +47,7 @@ GOLDEN = [
     },
 ]
 LOCAL = {"backend": "local", "temperature": 1.0, "max_tokens": 24}
+CALIBRATION = Path(__file__).resolve().parents[2] / "samples" / "judge_calibration.jsonl"
 
 
 @pytest.fixture(scope="module")
@@ -75,18 +76,32 @@ def test_local_answers_vary_across_repeats_and_a_local_judge_grades_them(
     small_index: tuple[Path, Path],
 ) -> None:
     data, golden = small_index
+    # Two questions of the shipped calibration set (ten labelled answers) keep the test short.
+    calibration = data.parent / "calibration.jsonl"
+    calibration.write_text("".join(CALIBRATION.read_text().splitlines(keepends=True)[:10]))
+    judge = {"backend": "local", "model": "smollm2-135m", "calibration_set": str(calibration)}
     overrides: dict[str, Any] = {
         "data_dir": str(data),
         "progress": False,
         "retrieval": {"k": 2},
         "generation": LOCAL,
-        "evaluation": {"repeats": 3, "judge": {"backend": "local", "max_tokens": 16}},
+        "evaluation": {"repeats": 3, "judge": judge},
     }
     result = evaluate(EvaluateRequest(dataset=str(golden), overrides=overrides))
     metrics = result["metrics"]
-    for name in ("judge_faithfulness", "judge_correctness", "judge_relevance"):
-        assert 0.0 <= metrics[name] <= 1.0, (name, metrics[name])
-    assert metrics["judge_parse_failures"] == 0  # verdicts are schema-constrained
+    judged = result["judge"]
+    assert judged["model"] == "smollm2-135m" and judged["formulation"] == "verdict"
+    assert judged["calibration"]["rows"] == 10
+    criteria = ("judge_faithfulness", "judge_correctness", "judge_relevance")
+    for name in criteria:
+        # A criterion that failed its calibration is logged but never handed to a decision.
+        figures = judged["calibration"]["criteria"][name]
+        passed = figures["pairwise_accuracy"] >= 0.8
+        assert (name in result["unreliable_metrics"]) == (not passed), (name, figures)
+        assert (name in metrics) == passed
+        if passed:
+            assert 0.0 <= metrics[name] <= 1.0, (name, metrics[name])
+    assert metrics["judge_parse_failures"] == 0  # "yes" or "no" is among the likeliest tokens
     assert 0.0 <= metrics["judge_lexical_agreement"] <= 1.0
     assert 0.0 <= metrics["judge_flip_share"] <= 1.0
     assert metrics["cpu_seconds_total"] > 0 and metrics["cost_usd_per_question"] > 0
@@ -101,7 +116,13 @@ def test_local_answers_vary_across_repeats_and_a_local_judge_grades_them(
     assert run.data.params["generator_model"] == "smollm2-135m"
     assert run.data.params["generator_sha256"] == CATALOGUE["smollm2-135m"].sha256
     assert run.data.params["judge_model"] == "smollm2-135m"
-    assert run.data.params["judge_prompt"].startswith("judge-")
+    assert run.data.params["judge_prompt"].startswith("judge-verdict-")
+    for name in criteria:  # every verdict is logged, reliable or not, beside its calibration
+        short = name.removeprefix("judge_")
+        assert 0.0 <= run.data.metrics[f"judge/{short}"] <= 1.0
+        assert f"judge/{short}_pairwise_accuracy" in run.data.metrics
+    unreliable = run.data.tags.get("ragcycle.judge.unreliable", "")
+    assert unreliable.split(",") == (result["unreliable_metrics"] or [""])
 
     table = json.loads(
         Path(client.download_artifacts(result["run_id"], "eval_questions.json")).read_text()

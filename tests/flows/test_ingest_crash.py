@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import signal
 import sqlite3
@@ -48,7 +49,11 @@ def start_ingest(corpus: Path, config_file: Path, prefect_home: Path) -> subproc
         "-c",
         str(config_file),
     ]
-    return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    # A session of its own: the kill takes the process's temporary Prefect server with it, as a
+    # host going down would, instead of leaving it running for the rest of the test session.
+    return subprocess.Popen(
+        command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True
+    )
 
 
 def count_rows(database: Path, table: str) -> int:
@@ -95,7 +100,7 @@ def test_killed_ingest_then_rerun_equals_clean_run(
     assert process.poll() is None, (
         f"ingest finished before {point}: " + process.stdout.read().decode()[-2000:]  # type: ignore[union-attr]
     )
-    process.send_signal(signal.SIGKILL)
+    os.killpg(process.pid, signal.SIGKILL)
     process.wait(30)
     assert process.returncode == -signal.SIGKILL
 

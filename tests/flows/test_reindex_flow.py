@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import sqlite3
 import subprocess
@@ -138,6 +139,7 @@ def test_killed_rebuild_leaves_live_serving_and_next_rebuild_completes(
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
+        start_new_session=True,  # the kill takes its temporary Prefect server too
     )
     deadline = time.monotonic() + 240
     while (
@@ -149,7 +151,7 @@ def test_killed_rebuild_leaves_live_serving_and_next_rebuild_completes(
     assert process.poll() is None, process.stdout.read().decode()[-2000:]  # type: ignore[union-attr]
     asker = Asker(make_settings(data))
     during = asker.ask("When was the DMCA signed into law?")
-    process.send_signal(signal.SIGKILL)
+    os.killpg(process.pid, signal.SIGKILL)
     process.wait(30)
     after = asker.ask("When was the DMCA signed into law?")
     assert "1998" in during.answer and "1998" in after.answer

@@ -10,6 +10,7 @@ import pytest
 from ragcycle.errors import DatasetError
 from tasks.evaluation.golden import load_golden, matches_source
 from tasks.evaluation.metrics import (
+    contains_key,
     hit_rate_at_k,
     mrr,
     ndcg_at_k,
@@ -91,6 +92,56 @@ def test_golden_loader_reports_bad_lines_and_keeps_the_rest(tmp_path: Path) -> N
     assert "question" in golden.errors[1]["error"]
     with pytest.raises(DatasetError):
         load_golden(tmp_path / "missing.jsonl")
+
+
+def test_answer_keys_load_as_alternatives_and_bad_ones_are_reported(tmp_path: Path) -> None:
+    path = tmp_path / "keys.jsonl"
+    rows: list[dict[str, Any]] = [
+        {"question": "Q1?", "expected_answer": "At 7:30.", "answer_key": "7:30"},
+        {"question": "Q2?", "expected_answer": "OCP.", "answer_key": ["OCP", "Omni Consumer"]},
+        {"question": "Q3?", "expected_answer": "A."},
+        {"question": "Q4?", "expected_answer": "A.", "answer_key": 35},
+        {"question": "Q5?", "expected_answer": "A.", "answer_key": ["ok", " "]},
+        {"question": "Q6?", "expected_answer": None, "answer_key": "x"},
+        {"question": "Q7?", "expected_answer": "A.", "answer_key": []},
+    ]
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    golden = load_golden(path)
+    assert [item.answer_key for item in golden.items] == [
+        ("7:30",),
+        ("OCP", "Omni Consumer"),
+        (),
+    ]
+    assert [error["line"] for error in golden.errors] == [4, 5, 6, 7]
+    assert all("answer_key" in error["error"] for error in golden.errors)
+
+
+@pytest.mark.parametrize(
+    ("answer", "keys", "expected"),
+    [
+        ("The meeting starts at 7:30 a.m.", ("7:30",), 1.0),
+        ("It is capped at $35 a month.", ("35",), 1.0),
+        ("It costs 135 dollars.", ("35",), 0.0),  # not inside a longer number
+        ("Wiki means quickly edited.", ("quick",), 0.0),  # not inside a longer word
+        ("Omni   Consumer\nProducts runs it.", ("OCP", "omni consumer products"), 1.0),
+        ("The ﬁrst wiki was WikiWikiWeb.", ("first wiki",), 1.0),  # ligature, NFKC
+        ("I don't know.", ("Jakarta",), 0.0),
+    ],
+)
+def test_an_answer_contains_its_key_as_whole_words(answer: str, keys: Any, expected: float) -> None:
+    assert contains_key(answer, keys) == expected
+
+
+def test_the_key_metric_scores_the_served_answer() -> None:
+    text = "Invoices are answered by billing at jane.doe@example.com within two days."
+    _, served = _scored(text, answer_key=("two days",))
+    assert served["answer_contains_key"] == 1.0
+    _, withheld = _scored(text, pii_action="block", answer_key=("two days",))
+    assert withheld["answer_contains_key"] == 0.0  # the key was generated, but not served
+    _, missing = _scored("Billing answers them.", answer_key=("two days",))
+    assert missing["answer_contains_key"] == 0.0
+    _, keyless = _scored(text)
+    assert math.isnan(keyless["answer_contains_key"])
 
 
 def test_summary_averages_repeats_per_question_first() -> None:
@@ -185,7 +236,7 @@ def test_judge_rows_survive_failures_and_garbage() -> None:
         {"question": "q1", "answer": "a1", "expected_answer": "a1"},
         {"question": "q2", "answer": "a2", "expected_answer": "a2"},
     ]
-    judge_rows(rows, [["ctx"], ["ctx"]], Judge())
+    judge_rows(rows, [["ctx"], ["ctx"]], Judge(), formulation="score")
     assert rows[0]["judge_faithfulness"] == 0.75
     assert math.isnan(rows[0]["judge_correctness"]) and math.isnan(rows[0]["judge_relevance"])
     assert rows[0]["judge_failed"] == ["judge_correctness", "judge_relevance"]
@@ -283,3 +334,62 @@ def test_quality_plot_has_one_point_per_index_version_on_the_run_it_belongs_to(
     assert path is not None and path.read_bytes()[:4] == b"\x89PNG"
     assert [a.path for a in client.list_artifacts(ids[-1])] == ["q.png"]
     assert len(client.search_runs([experiment])) == 3
+
+
+def _scored(
+    answer_text: str,
+    *,
+    pii_action: str = "redact",
+    entities: tuple[str, ...] = (),
+    answer_key: tuple[str, ...] = (),
+) -> Any:
+    """One question scored as an evaluation scores it: the guardrails' verdict, then the row."""
+    import numpy as np
+
+    from tasks.evaluation.golden import GoldenItem
+    from tasks.evaluation.scoring import ScoringConfig, score_row
+    from tasks.generation.answers import Answer
+    from tasks.guardrails import guard_answer, pii_detector
+    from tasks.guardrails.keeping import Keeping
+    from tasks.indexing.store import Hit
+    from tasks.retrieval.core import Retrieval
+
+    context = "Invoices are answered by billing at jane.doe@example.com within two days."
+    hit = Hit("c1", context, 0.9, {"doc_id": "billing.md", "source": "billing.md", "pii": ""})
+    retrieval = Retrieval("Who answers invoices?", np.ones(3) / 3**0.5, [hit], {"retrieve": 1.0})
+    answer = Answer("Who answers invoices?", answer_text, [], False, 0, 0, 1.0, "x", "p")
+    detector = pii_detector(entities) if entities else pii_detector()
+    verdict = guard_answer(answer_text, [context], pii_action=pii_action, pii=detector)
+    item = GoldenItem(1, "Who answers invoices?", context, ("billing.md",), {}, answer_key)
+    config = ScoringConfig(k=5, pii=detector, keeping=Keeping(detector))
+    vector = np.ones(3) / 3**0.5
+    return verdict, score_row(
+        item, 0, retrieval, answer, config,
+        answer_vector=vector, expected_vector=vector, verdict=verdict,
+    )  # fmt: skip
+
+
+def test_answer_metrics_describe_the_served_answer() -> None:
+    """A withheld answer earns nothing (it earned full credit before), a redacted one is stored
+    and scored as served, and the PII metric uses the production detector's entity types."""
+    text = "Invoices are answered by billing at jane.doe@example.com within two days."
+    verdict, redacted = _scored(text)
+    assert verdict.status == "warning"
+    assert redacted["answer"] == verdict.answer and "jane.doe" not in redacted["answer"]
+    assert redacted["pii_in_answer"] == 1.0
+    assert redacted["faithfulness"] == 1.0  # the placeholder is no unsupported content
+    assert redacted["answered_when_answerable"] == 1.0
+    assert "generated_answer" not in redacted
+
+    verdict, blocked = _scored(text, pii_action="block")
+    assert verdict.status == "fail" and blocked["answer"] == verdict.answer
+    assert (blocked["answer_f1"], blocked["faithfulness"], blocked["answer_similarity"]) == (
+        0,
+        0,
+        0,
+    )
+    assert blocked["answered_when_answerable"] == 0.0
+
+    # Production counts phone numbers only: the e-mail address is no finding there.
+    _, phones_only = _scored(text, entities=("PHONE_NUMBER",))
+    assert phones_only["pii_in_answer"] == 0.0 and phones_only["answer"] == text

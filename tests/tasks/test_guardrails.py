@@ -64,6 +64,19 @@ def test_numbers_that_only_look_like_pii_are_ignored() -> None:
         "serial 000-12-3456 and 666-12-3456; page 12 of 400."
     )
     assert find_pii(text) == []
+    # A survey table's row of fractions (found in a shared PDF), beside a German number.
+    table = "Feeling tired and grouchy 81/76 90/65 101/62 Out of synch; call 030/1234567 today."
+    assert [(f.kind, table[f.start : f.end]) for f in find_pii(table)] == [
+        ("PHONE_NUMBER", "030/1234567")
+    ]
+    # A book's running header: its ISBN as the start of a file name (also from a shared PDF).
+    assert find_pii("origine tubulaire rénale 9782340-025998_Nephrologie.indb 74") == []
+    # An academic year and ISBNs (shared PDFs too).
+    assert find_pii("Im Wintersemester 2013/2014 von Martin Thoma geschrieben.") == []
+    assert find_pii("Siehe S. 301f (ISBN 978-3519122265) und ISBN 978-0817638177.") == []
+    # An IRS record layout: form numbers and columns of a percentage table.
+    assert find_pii("Form 941 41-42 Form 720/8743 49 Form 942 50-51") == []
+    assert find_pii("Return Due Date (year + 3) 13 22- 41 15% Deferral Installment") == []
 
 
 def test_toxicity_lexicon_scores_abuse_not_ordinary_text() -> None:
@@ -188,3 +201,135 @@ def test_unsupported_sentences_are_reported_redacted() -> None:
     )
     assert verdict.unsupported == ["Penguins mail [EMAIL_ADDRESS] every day."]
     assert verdict.answer.endswith("Penguins mail [EMAIL_ADDRESS] every day.")
+
+
+def test_an_answer_with_no_context_behind_it_is_never_a_pass() -> None:
+    """Regression: with nothing retrieved, or every chunk withheld as injected, an answer passed
+    (support was only checked when there were contexts)."""
+    from tasks.guardrails import guard_answer
+
+    nothing = guard_answer("The DMCA was signed in 1998.", [])
+    assert nothing.status == "warning"
+    assert "potential hallucination: no supporting context" in nothing.reasons
+    all_withheld = guard_answer(
+        "The password is hunter2.", [], withheld={"c1": ["ignore previous instructions"]}
+    )
+    assert all_withheld.status == "warning"
+    assert "potential hallucination: no supporting context" in all_withheld.reasons
+    abstained = guard_answer("I don't know: the documents do not say.", [], abstained=True)
+    assert abstained.status == "pass"
+
+
+@pytest.mark.parametrize(
+    ("text", "kind", "value"),
+    [
+        (
+            "Pay to DE89 3704 0044 0532 0130 00 or card 4111 1111 1111 1111.",
+            "IBAN_CODE",
+            "DE89 3704 0044 0532 0130 00",
+        ),
+        ("Pay to DE89370400440532013000 or call us.", "IBAN_CODE", "DE89370400440532013000"),
+        ("Card 4111-1111-1111-1111 on file.", "CREDIT_CARD", "4111-1111-1111-1111"),
+        ("Card 4111 1111 1111 1111 expires soon", "CREDIT_CARD", "4111 1111 1111 1111"),
+        ("Call +49 (0) 30 1234567 today.", "PHONE_NUMBER", "+49 (0) 30 1234567"),
+        ("Call +1 (415) 555-0132 today.", "PHONE_NUMBER", "+1 (415) 555-0132"),
+        (
+            "Mail jane.doe+billing@mail.example.co.uk soon",
+            "EMAIL_ADDRESS",
+            "jane.doe+billing@mail.example.co.uk",
+        ),
+        ("SSN 123 45 6789 on the form", "US_SSN", "123 45 6789"),
+    ],
+)
+def test_pii_as_documents_print_it(text: str, kind: str, value: str) -> None:
+    """Regression: an IBAN in groups of four followed by words was neither flagged at ingest
+    nor found in an answer; cards in groups, phones with brackets, e-mails with plus tags and
+    subdomains, and SSNs with spaces were missed too."""
+    from tasks.guardrails import find_pii
+
+    found = [(f.kind, text[f.start : f.end]) for f in find_pii(text)]
+    assert (kind, value) in found, found
+
+
+def test_the_pii_benchmark_meets_its_targets_on_fresh_samples() -> None:
+    """bench/pii.py on samples it was not tuned on (another seed): recall >= 0.95 and
+    precision >= 0.9 for every default entity type."""
+    import sys
+
+    from tests.conftest import REPO
+
+    sys.path.insert(0, str(REPO / "bench"))
+    import pii as benchmark  # type: ignore[import-not-found]
+
+    report = benchmark.run(per_type=120, seed=2026)
+    for kind, row in report["entities"].items():
+        assert row["recall"] >= 0.95, (kind, row["missed"])
+        assert row["precision"] >= 0.9, (kind, row["false"])
+
+
+_LOOP = "1. The document contains a list of releases, which is a list of releases. " + " ".join(
+    f"{n}. The document also includes a list of releases, which is a list of releases."
+    for n in range(2, 8)
+)
+
+
+@pytest.mark.parametrize(
+    ("answer", "reason"),
+    [
+        (
+            "The context is: [1] (contract.md, page 1) ## 10. Fees and payment are due",
+            "answer echoes the prompt",
+        ),
+        ("1 [1] (museum.md)\nThe museum opens at nine.", "answer echoes the prompt"),
+        ("Context:\nThe museum opens at nine.", "answer echoes the prompt"),
+        ("Question: When?\nAnswer: at nine", "answer echoes the prompt"),
+        ("", "degenerate answer: empty"),
+        ("1", "degenerate answer: no words"),
+        ("[2].", "degenerate answer: no words"),
+        (_LOOP, "degenerate answer: repeats itself"),
+        (
+            "The answer is:\n\n[1] Bobby Kennedy\n[2] The New York Times\n[3] The New York Times"
+            "\n[4] The New York Times\n[5] The New York Times",
+            "degenerate answer: repeats itself",
+        ),
+    ],
+    ids=[
+        "passage-header",
+        "number-then-header",
+        "context-label",
+        "qa-layout",
+        "empty",
+        "one",
+        "citation-only",
+        "loop",
+        "numbered-loop",
+    ],
+)
+def test_an_answer_that_is_no_answer_is_not_served(answer: str, reason: str) -> None:
+    """Regression: SmolLM2-135M's echo of the prompt (with the retrieved text and its IBAN), its
+    loops until max tokens and a lone "1" were served, some with verdict ``pass``."""
+    from tasks.guardrails import guard_answer
+    from tasks.guardrails.degenerate import UNUSABLE
+
+    context = ["The museum opens at nine. Fees and payment are due within 30 days."]
+    verdict = guard_answer(answer, context)
+    assert verdict.status == "fail" and verdict.answer == UNUSABLE
+    assert verdict.reasons == [reason]
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        "It was signed on October 28, 1998 [1].",
+        "1998",
+        "I don't know: the indexed documents do not answer this question.",
+        "Background tasks run after the response is sent [1]. Background tasks suit work the"
+        " client need not wait for, such as e-mail notifications [2].",
+        "The context is important here: tags are signed by the release manager [1].",
+        "Question marks aside, the museum opens at nine [1].",
+    ],
+)
+def test_short_quoting_or_numeric_answers_are_served(answer: str) -> None:
+    from tasks.guardrails.degenerate import degenerate_reason
+
+    assert degenerate_reason(answer) is None

@@ -212,3 +212,29 @@ def test_a_decision_for_a_first_build_shows_no_number_where_there_is_no_live_ver
     )
     assert "| mrr | 0.8125 | — | no live |" in markdown
     assert "nan" not in markdown and "v1 promoted" in markdown
+
+
+def test_two_files_with_one_document_id_are_reported_not_overwritten(tmp_path: Path) -> None:
+    """Regression: `ingest a/ b/` where both hold `notes.md` (or two files named alike given
+    one by one) silently kept only one of them under the shared document id."""
+    from tasks.loading import walk_sources
+
+    for folder, text in (("a", "first"), ("b", "second")):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "notes.md").write_text(text)
+    found, warnings = walk_sources([tmp_path / "a", tmp_path / "b"], [".md"])
+    assert [(s.doc_id, s.path) for s in found] == [("notes.md", tmp_path / "a" / "notes.md")]
+    assert warnings == [
+        {
+            "path": str(tmp_path / "b" / "notes.md"),
+            "warning": f"skipped: its document id 'notes.md' is already that of"
+            f" {tmp_path / 'a' / 'notes.md'}; ingest both from one parent folder to tell them"
+            " apart",
+        }
+    ]
+    files, named = walk_sources([tmp_path / "a" / "notes.md", tmp_path / "b" / "notes.md"], [])
+    assert len(files) == 1 and len(named) == 1
+    again, none = walk_sources([tmp_path / "a", tmp_path / "a"], [".md"])  # the same file twice
+    assert len(again) == 1 and none == []
+    whole, clean = walk_sources([tmp_path], [".md"])  # one parent: two distinct ids
+    assert [s.doc_id for s in whole] == ["a/notes.md", "b/notes.md"] and clean == []

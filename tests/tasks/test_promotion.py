@@ -12,8 +12,9 @@ from tasks.evaluation.paired import (
     minimum_detectable_effect,
     paired_delta,
     per_question,
+    sign_flip_p,
 )
-from tasks.promotion import Evaluated, GateStats, choose, gate_candidate
+from tasks.promotion import Evaluated, GateStats, choose, gate, gate_candidate, holm
 
 TOLERANCES = {"mrr": 0.03, "hit": 0.02}
 
@@ -84,7 +85,7 @@ def test_noise_is_not_a_loss_but_not_a_win_either() -> None:
         contender("tweak", noisy, improve=True), champion, tolerances=TOLERANCES, thresholds={}
     )
     assert not challenger.passed
-    assert challenger.reasons[0].startswith("no guarded metric improved beyond noise: best was")
+    assert challenger.reasons[0].startswith("no guarded metric improved beyond noise (Holm")
 
 
 def test_too_few_questions_cannot_pass_and_warn_about_power() -> None:
@@ -102,10 +103,12 @@ def test_thresholds_hold_for_a_first_version() -> None:
     assert not verdict.passed and verdict.reasons == ["hit 0.0000 is below the threshold 0.5"]
 
 
-def test_flaky_questions_are_left_out_when_asked() -> None:
-    """Question 1 flips across repeats; it alone makes the candidate look worse."""
-    champion = contender("live", {"mrr": [1.0, 0.5, 0.5, 0.5], "hit": [1.0] * 4})
-    candidate = contender("c", {"mrr": [0.0, 0.5, 0.5, 0.5], "hit": [1.0] * 4}, flaky=("1",))
+def test_the_live_versions_flaky_questions_are_left_out_when_asked() -> None:
+    """Question 1 flips across the live version's repeats; it alone makes the candidate look
+    worse, and it says nothing about the candidate."""
+    live_mrr, candidate_mrr = [1.0] + [0.5] * 7, [0.0] + [0.5] * 7
+    champion = contender("live", {"mrr": live_mrr, "hit": [1.0] * 8}, flaky=("1",))
+    candidate = contender("c", {"mrr": candidate_mrr, "hit": [1.0] * 8})
     kept = gate_candidate(
         candidate, champion, tolerances=TOLERANCES, thresholds={}, stats=GateStats()
     )
@@ -118,6 +121,23 @@ def test_flaky_questions_are_left_out_when_asked() -> None:
         stats=GateStats(exclude_flaky=False),
     )
     assert not counted.passed
+
+
+def test_a_flaky_challenger_keeps_the_questions_it_regresses_on() -> None:
+    """Regression: flaky questions of both sides were left out, so a non-deterministic
+    challenger removed the very questions it lost and passed on the rest."""
+    live = {"mrr": [1.0] * 4 + [0.5] * 16, "hit": [1.0] * 20}
+    unstable = {"mrr": [0.5] * 4 + [0.5] * 16, "hit": [1.0] * 20}  # repeats average to 0.5
+    flaky = ("1", "2", "3", "4")
+    verdict = gate_candidate(
+        contender("unstable", unstable, flaky=flaky),
+        contender("live", live),
+        tolerances=TOLERANCES,
+        thresholds={},
+    )
+    assert verdict.excluded_flaky == []
+    assert not verdict.passed
+    assert any(r.startswith("mrr may be worse than live") for r in verdict.reasons)
 
 
 def test_flaky_questions_are_the_ones_whose_verdict_flips() -> None:
@@ -134,19 +154,49 @@ def test_flaky_questions_are_the_ones_whose_verdict_flips() -> None:
 
 
 def test_paired_delta_by_hand() -> None:
+    """Four questions, each 0.1 better, one unpaired: the sign-flip test sees 1 pattern in 16
+    at least as good (p = 0.0625), and a spread of zero is taken as the rule-of-three bound
+    (half the questions off by the differences' full range 2: sd 1), so the interval is
+    t(0.975, 3) * 1 / 2 wide on each side."""
     champion = {"1": 0.5, "2": 0.5, "3": 0.5, "4": 0.5}
     candidate = {"1": 0.6, "2": 0.6, "3": 0.6, "4": 0.6, "5": 1.0}  # 5 has no pair
-    delta = paired_delta("m", champion, candidate)
+    delta = paired_delta("m", champion, candidate, tolerance=0.02)
     assert delta.questions == 4
-    assert delta.mean == pytest.approx(0.1) and delta.ci_low == pytest.approx(0.1)
-    assert delta.mde == 0.0  # no spread: any change is visible
+    assert delta.mean == pytest.approx(0.1)
+    assert delta.p_better == pytest.approx(1 / 16)
+    assert delta.p_worse == pytest.approx(1 / 16)
+    assert delta.ci_low == pytest.approx(0.1 - 3.182446 * 1.0 / 2, rel=1e-5)
+    assert delta.mde == math.inf  # no outcome of four questions reaches p < 0.05
+
+
+def test_zero_spread_on_a_small_set_is_no_proof_but_on_a_larger_one_it_is() -> None:
+    """Regression: equal per-question differences collapsed the bootstrap interval to a point
+    and the MDE to 0, so four questions that all improved read as a certain gain."""
+    few = paired_delta("hit", dict.fromkeys("1234", 0.0), dict.fromkeys("1234", 1.0))
+    assert few.p_better > 0.05 and few.ci_low < 0 and few.mde == math.inf
+    keys = [str(i) for i in range(20)]
+    many = paired_delta("hit", dict.fromkeys(keys, 0.0), dict.fromkeys(keys, 1.0))
+    assert many.p_better < 0.001 and many.ci_low > 0.5 and 0 < many.mde < 1
+    same = paired_delta("hit", dict.fromkeys(keys, 1.0), dict.fromkeys(keys, 1.0))
+    assert same.p_better == 1.0 and same.ci_low < 0 < same.ci_high
+
+
+def test_sign_flip_p_is_exact_on_small_sets_and_valid_by_monte_carlo() -> None:
+    """Two of three questions better by 1, one worse by 1: of the 8 sign patterns, those with
+    a mean >= 1/3 are the 3 with two plus signs and the all-plus one: p = 4/8."""
+    assert sign_flip_p(np.array([1.0, 1.0, -1.0])) == pytest.approx(0.5)
+    noise = np.random.default_rng(0).normal(size=200)
+    p = sign_flip_p(noise, samples=999, seed=1)
+    assert 0.001 <= p <= 1.0
+    assert sign_flip_p(noise + 1.0, samples=999, seed=1) == pytest.approx(1 / 1000)
 
 
 def test_minimum_detectable_effect_by_hand() -> None:
-    """sd 1 over 100 questions at 95 % / 80 %: (1.95996 + 0.84162) / 10 = 0.28016."""
+    """sd 1.005 over 100 questions, one-sided 95 % with 80 % power, Student t with 99 degrees
+    of freedom: (1.660391 + 0.845230) / 10 = 0.250562 per unit of sd."""
     differences = [1.0, -1.0] * 50
     sd = float(np.std(differences, ddof=1))
-    assert minimum_detectable_effect(differences) == pytest.approx(0.280158 * sd, rel=1e-4)
+    assert minimum_detectable_effect(differences) == pytest.approx(0.250562 * sd, rel=1e-4)
     assert minimum_detectable_effect([0.3]) == math.inf
 
 
@@ -176,14 +226,78 @@ def test_choice_breaks_full_ties_by_latency() -> None:
 def test_a_metric_the_golden_set_cannot_measure_is_skipped_not_failed() -> None:
     """Regression: a golden set without reference answers left answer_similarity unscored on
     both sides, and the gate rejected every candidate for it."""
-    champion = Evaluated("live", {"mrr": {"1": 0.5, "2": 1.0}, "sim": {}}, {"mrr": 0.75})
-    candidate = Evaluated("c", {"mrr": {"1": 0.5, "2": 1.0}, "sim": {}}, {"mrr": 0.75})
+    mrr = {str(i): 0.5 + 0.1 * i for i in range(6)}
+    champion = Evaluated("live", {"mrr": mrr, "sim": {}}, {"mrr": 0.75})
+    candidate = Evaluated("c", {"mrr": mrr, "sim": {}}, {"mrr": 0.75})
     verdict = gate_candidate(
         candidate, champion, tolerances={"mrr": 0.03, "sim": 0.03}, thresholds={}
     )
     assert verdict.passed, verdict.reasons
     assert "c: sim not measured by this golden set" in verdict.warnings
-    one_sided = Evaluated("d", {"mrr": {"1": 0.5, "2": 1.0}, "sim": {"1": 0.4}}, {"mrr": 0.75})
+    one_sided = Evaluated("d", {"mrr": mrr, "sim": {"1": 0.4}}, {"mrr": 0.75})
     assert not gate_candidate(
         one_sided, champion, tolerances={"mrr": 0.03, "sim": 0.03}, thresholds={}
     ).passed
+
+
+def ranked(first_hit_ranks: list[int | None], depth: int) -> dict[str, dict[str, object]]:
+    """Per question, a ranking ``depth`` long whose only relevant document sits at the rank."""
+    return {
+        str(i + 1): {"relevant": [r == rank for r in range(1, depth + 1)], "expected": 1}
+        for i, rank in enumerate(first_hit_ranks)
+    }
+
+
+def test_a_larger_k_gains_nothing_at_the_common_depth() -> None:
+    """Regression: hit_rate_at_k was compared at each version's own k, so a challenger that
+    retrieved 10 chunks against the live version's 3 won on hits it found at ranks 4-10."""
+    ranks: list[int | None] = [1] * 10 + [6] * 20  # 20 questions found only at rank 6
+    own_k = {"hit_rate_at_k": [1.0] * 10 + [0.0] * 20, "mrr": [1.0] * 10 + [0.0] * 20}
+    wider = {"hit_rate_at_k": [1.0] * 30, "mrr": [1.0] * 10 + [1 / 6] * 20}
+    live = contender("live", own_k)
+    live.k, live.ranked = 3, ranked(ranks, 3)
+    challenger = contender("k10", wider, improve=True)
+    challenger.k, challenger.ranked = 10, ranked(ranks, 10)
+    tolerances = {"hit_rate_at_k": 0.02, "mrr": 0.03}
+    verdict = gate_candidate(challenger, live, tolerances=tolerances, thresholds={})
+    assert not verdict.passed
+    assert {d.metric: (d.depth, d.mean) for d in verdict.deltas} == {
+        "hit_rate_at_k": (3, 0.0),
+        "mrr": (3, 0.0),
+    }
+    # Without rankings (an evaluation from before they were kept) the own-k values are all
+    # there is, and the mechanical gain shows: the common depth is what removes it.
+    challenger.ranked, live.ranked = {}, {}
+    assert gate_candidate(challenger, live, tolerances=tolerances, thresholds={}).passed
+
+
+def test_holm_rejects_step_down() -> None:
+    """Three p-values at level 0.05: 0.01 <= 0.05/3, 0.02 <= 0.05/2, 0.04 <= 0.05/1."""
+    assert holm({"a": 0.01, "b": 0.02, "c": 0.04}, 0.05) == {"a", "b", "c"}
+    assert holm({"a": 0.01, "b": 0.03, "c": 0.04}, 0.05) == {"a"}
+    assert holm({"a": 0.03, "b": 0.04}, 0.05) == set()
+
+
+def test_several_marginal_challengers_are_not_promoted_but_a_clear_one_is() -> None:
+    """Each of three challengers alone would pass at 0.05 on one metric; as one family of
+    six comparisons none does, while a clear gain survives the correction."""
+    n = 40
+    base = {"mrr": [0.5] * n, "hit": [1.0] * n}
+    # 14 of 40 questions +0.1 and 4 of 40 -0.1 on mrr: p_better near 0.014 alone, under
+    # 0.05 / 2 (one challenger's family: mrr and hit) but over 0.05 / 6 (three challengers').
+    marginal = {"mrr": [0.6] * 14 + [0.4] * 4 + [0.5] * 22, "hit": [1.0] * n}
+    alone = gate_candidate(
+        contender("m0", marginal, improve=True),
+        contender("live", base),
+        tolerances=TOLERANCES,
+        thresholds={},
+    )
+    mrr = next(d for d in alone.deltas if d.metric == "mrr")
+    assert 0.05 / 6 < mrr.p_better < 0.05 / 2
+    assert alone.passed
+    three = [contender(f"m{i}", marginal, improve=True) for i in range(3)]
+    verdicts = gate(three, contender("live", base), tolerances=TOLERANCES, thresholds={})
+    assert not any(v.passed for v in verdicts.values())
+    clear = contender("clear", {"mrr": [0.7] * n, "hit": [1.0] * n}, improve=True)
+    verdicts = gate([*three, clear], contender("live", base), tolerances=TOLERANCES, thresholds={})
+    assert [name for name, v in verdicts.items() if v.passed] == ["clear"]

@@ -4,7 +4,9 @@ from pathlib import Path
 
 import pytest
 
+from ragcycle.errors import ConflictError
 from tasks.versions import VersionRegistry, collection_of, collection_source
+from tasks.versions.retention import Cleanup, clean_up, fail_unfinished
 
 
 @pytest.mark.parametrize("collection", ["ragcycle__v1", "docs.v2-x__v12"])
@@ -37,7 +39,9 @@ def test_retention_skips_versions_whose_collections_are_gone(tmp_path: Path) -> 
     registry.set_status(6, "ready")
     registry.promote(5)
     registry.promote(6)  # v6 live, v5 previous
-    assert [v.version for v in registry.expired(keep=1)] == [3]
+    # Three kept: live and previous count among them, so one more (the newest, v4) stays.
+    assert [v.version for v in registry.expired(keep=3)] == [3]
+    assert [v.version for v in registry.expired(keep=2)] == [3, 4]
 
     existing = {"docs__v3", "docs__v4", "docs__v5", "docs__v6"}
 
@@ -139,3 +143,109 @@ def test_the_version_page_of_the_mlflow_ui_resolves_its_source(mlflow_server: st
         page = response.read().decode()
     assert "collection: page__v1" in page and "ragcycle_index" in page
     assert "embedding_model: minilm" in page and "question" in page
+
+
+def test_promotion_is_a_compare_and_swap_on_the_version_gated_against(tmp_path: Path) -> None:
+    """Regression: a rollback made while a reindex ran was silently overwritten when the
+    challenger, gated against the old live version, was promoted over it."""
+    registry = VersionRegistry(f"sqlite:///{tmp_path / 'mlflow.db'}", "docs")
+    for number in (1, 2, 3):
+        registry.register({"target": f"t{number}"})
+        registry.set_status(number, "ready")
+    registry.promote(1)
+    registry.promote(2)  # the reindex starts here: it gates v3 against v2
+    registry.rollback()  # meanwhile a person rolls back to v1
+    with pytest.raises(ConflictError, match="gated against version 2, but version 1 is live"):
+        registry.promote_over(3, expected_live=2)
+    assert registry.live().version == 1  # type: ignore[union-attr]
+    assert registry.get(3).status == "ready"
+    assert registry.promote_over(3, expected_live=1).version == 3
+
+
+def test_a_first_promotion_expects_no_live_version(tmp_path: Path) -> None:
+    registry = VersionRegistry(f"sqlite:///{tmp_path / 'mlflow.db'}", "docs")
+    for number in (1, 2):
+        registry.register({"target": f"t{number}"})
+        registry.set_status(number, "ready")
+    registry.promote(1)
+    with pytest.raises(ConflictError, match="gated against no live version"):
+        registry.promote_over(2, expected_live=None)
+
+
+def test_clean_up_fails_the_abandoned_and_empties_what_never_serves(tmp_path: Path) -> None:
+    """Regression: after six reindexes with retention 3, all seven collections still existed:
+    failed versions, and ready ones a killed reindex left, were never cleaned up."""
+    registry = VersionRegistry(f"sqlite:///{tmp_path / 'mlflow.db'}", "docs")
+    for number in range(1, 8):
+        registry.register({"target": f"t{number}"})
+    for number in (1, 2, 3):
+        registry.set_status(number, "ready")
+        registry.promote(number)  # v3 live, v2 previous, v1 retired
+    registry.set_status(4, "failed")
+    registry.set_status(5, "rejected")
+    registry.set_status(6, "ready", pid="999999999")  # its builder is gone
+    registry.set_tags(7, pid="999999999")  # building, builder gone
+    existing = {f"docs__v{n}" for n in range(1, 8)}
+    cleanup = clean_up(
+        registry,
+        keep=3,
+        build_timeout_seconds=3600,
+        existing=lambda: sorted(existing),
+        drop=existing.discard,
+    )
+    assert cleanup.abandoned == [6, 7]
+    assert sorted(cleanup.emptied) == [4, 5, 6, 7]
+    assert existing == {"docs__v1", "docs__v2", "docs__v3"}
+    assert {v.version: v.status for v in registry.versions()} == {
+        1: "retired",
+        2: "previous",
+        3: "live",
+        4: "failed",
+        5: "rejected",
+        6: "failed",
+        7: "failed",
+    }
+    again = clean_up(
+        registry,
+        keep=3,
+        build_timeout_seconds=3600,
+        existing=lambda: sorted(existing),
+        drop=existing.discard,
+    )
+    assert again == Cleanup()  # idempotent: nothing left to do
+
+
+def test_unfinished_versions_of_this_process_are_failed_when_it_stops(tmp_path: Path) -> None:
+    registry = VersionRegistry(f"sqlite:///{tmp_path / 'mlflow.db'}", "docs")
+    registry.register({"target": "t1"})
+    registry.register({"target": "t2"})
+    registry.set_status(2, "ready")
+    assert fail_unfinished(registry, "stopped by SIGTERM") == [1, 2]
+    assert [v.status for v in registry.versions()] == ["failed", "failed"]
+    assert registry.get(1).tags["failure"] == "stopped by SIGTERM"
+
+
+def test_a_model_file_replaced_after_its_version_was_gated_is_refused(tmp_path: Path) -> None:
+    """Regression: a version recorded generation.model_path but not the file's sha256, so
+    replacing the file changed what the live version served."""
+    import json
+
+    from ragcycle.errors import ModelError
+    from tasks.models import GGUF_MAGIC
+    from tasks.versions import resolve_serving, serving_config
+    from tasks.versions.records import model_file_tags
+    from tests.conftest import make_settings
+
+    model = tmp_path / "tuned.gguf"
+    model.write_bytes(GGUF_MAGIC + b"weights as gated")
+    settings = make_settings(
+        tmp_path / "data", generation={"backend": "local", "model_path": str(model)}
+    )
+    tags = model_file_tags(settings)
+    assert set(tags) == {"model_sha256"} and len(tags["model_sha256"]) == 64
+    registry = VersionRegistry(settings.mlflow_tracking_uri, settings.chroma.collection)
+    registry.register({"config": json.dumps(serving_config(settings)), **tags})
+    assert resolve_serving(settings, version=1).version.version == 1  # type: ignore[union-attr]
+    model.write_bytes(GGUF_MAGIC + b"other weights, same path")
+    with pytest.raises(ModelError, match="is not the file version 1 was gated with"):
+        resolve_serving(settings, version=1)
