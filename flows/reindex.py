@@ -20,6 +20,7 @@ from flows.challenge import Built, GroupRequest, build_and_evaluate, evaluate_ch
 from ragcycle.errors import ConfigError, ConflictError
 from ragcycle.runtime import configure_environment
 from ragcycle.settings import Settings, load_settings, merge_nested
+from tasks.answering import GuardConfig
 from tasks.challengers import Contender, plan_contenders, share_key
 from tasks.indexing.lexical import collection_names, drop_collection
 from tasks.locking import registry_lock, writer_lock
@@ -150,6 +151,10 @@ def _reindex(request: ReindexRequest, settings: Settings) -> dict[str, Any]:
     context = _Context(request, registry, live, dataset, experiment, parent, base)
     workers = settings.prefect.max_workers if request.parallel else 1
     timeout = settings.lifecycle.contender_timeout_minutes * 60
+    # On the main thread, where a signal interrupts it: a contender thread importing spaCy and
+    # loading its model for the guardrails cannot be stopped, and that takes seconds.
+    GuardConfig.from_settings(settings)
+    settle_autologging()
     try:
         built, champion = _build_and_evaluate(
             _groups(contenders, context), context, workers, timeout
@@ -233,8 +238,9 @@ class _StoppableThreadPool(ThreadPoolTaskRunner):  # type: ignore[type-arg]
 
 
 # How long a stopped reindex waits for its contenders to reach their next step and record
-# themselves failed before it marks them itself (a SIGTERM must end the run within 15 s).
-STOP_GRACE_SECONDS = 8.0
+# themselves failed before it marks them itself (a SIGTERM must end the run within 15 s, and
+# the CLI still has to record the stop and stop Prefect's temporary server after this).
+STOP_GRACE_SECONDS = 4.0
 
 
 def _build_and_evaluate(

@@ -7,9 +7,11 @@ writes the environment; values a user exported explicitly win over ragcycle's de
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -184,32 +186,46 @@ def raise_on_sigterm() -> None:
     signal.signal(signal.SIGTERM, handler)
 
 
-def leave(code: int, *, grace_seconds: float = 5.0) -> NoReturn:
-    """End the process with ``code`` without hanging on threads a stopped command left behind.
+def leave(code: int, *, stopped: bool = False) -> NoReturn:
+    """End the process with ``code`` without hanging on threads a command left behind.
 
     A thread cannot be killed, and the interpreter joins every non-daemon thread before it
     exits (before ``atexit``, which is where Prefect stops its temporary server). Threads still
-    running after ``grace_seconds`` would hold the process (and that server) for as long as
-    they run, so then the server is stopped here and the process ends at once.
+    running after a grace period would hold the process (and that server) for as long as they
+    run, so then the server is stopped here and the process ends at once. A ``stopped`` command
+    (SIGTERM, Ctrl-C) has a shorter grace for both, so that it ends within the 15 s a service
+    manager or a person waits.
     """
-    deadline = time.monotonic() + grace_seconds
+    thread_grace, server_grace = (2.0, 1.5) if stopped else (5.0, 5.0)
+    deadline = time.monotonic() + thread_grace
     for thread in _busy_threads():
         thread.join(timeout=max(0.0, deadline - time.monotonic()))
     if not _busy_threads():
+        if stopped:  # runs before Prefect's own atexit stop (LIFO), which waits up to 5 s
+            atexit.register(stop_temporary_prefect, server_grace)
         sys.exit(code)
-    stop_temporary_prefect()
+    stop_temporary_prefect(server_grace)
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)
 
 
-def stop_temporary_prefect() -> None:
-    """Stop the temporary Prefect servers this process started (if it imported Prefect's)."""
+def stop_temporary_prefect(grace_seconds: float = 5.0) -> None:
+    """Stop the temporary Prefect servers this process started (if it imported Prefect's),
+    killing one that is still shutting down after ``grace_seconds``."""
     module = sys.modules.get("prefect.server.api.server")
     if module is None:
         return
     for server in list(module.SubprocessASGIServer._instances.values()):
-        server.stop()
+        process = server.server_process
+        if process is not None:
+            process.terminate()
+            try:
+                process.wait(timeout=grace_seconds)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        server.stop()  # Prefect's bookkeeping; its process has ended
 
 
 def _busy_threads() -> list[threading.Thread]:

@@ -46,21 +46,20 @@ def main() -> None:
     verbose = "-v" in arguments or "--verbose" in arguments
     guard = jsonout.StdoutGuard() if as_json else None
     raise_on_sigterm()
-    code = 0
+    code, stopped = 0, False
     with guard if guard is not None else contextlib.nullcontext():
         try:
             app(standalone_mode=True, obj=guard)  # Click turns Ctrl-C into "Aborted!"
         except SystemExit as exit_:
             code = exit_.code if isinstance(exit_.code, int) else 1
         except (Terminated, _termination()) as exc:
-            stopped = StoppedError(stop_message(exc))
-            fail(stopped, as_json=as_json, verbose=verbose, guard=guard)
-            code = 143  # 128 + SIGTERM, as a shell reports a process it ended
+            fail(StoppedError(stop_message(exc)), as_json=as_json, verbose=verbose, guard=guard)
+            code, stopped = 143, True  # 128 + SIGTERM, as a shell reports a process it ended
         except Exception as exc:  # the last line of defence against a library's traceback
             if verbose:
                 raise
             code = fail(exc, as_json=as_json, verbose=False, guard=guard).exit_code
-    leave(code)
+    leave(code, stopped=stopped)
 
 
 def _termination() -> type[BaseException]:

@@ -25,6 +25,7 @@ from tasks.embedding import token_budget
 from tasks.guardrails import pii_detector
 from tasks.guardrails.scan import ChunkFinding, scan_chunks
 from tasks.loading import Document, LoadFailure, SourceFile, load_documents
+from tasks.stopping import raise_if_stopped
 
 __all__ = [
     "PreparedPartition",
@@ -99,11 +100,13 @@ def prepare_sources(sources: Sequence[SourceFile], recipe: Recipe) -> PreparedPa
         max_file_bytes=recipe.max_file_bytes,
     )
     seconds["load"], begun = time.perf_counter() - begun, time.perf_counter()
+    raise_if_stopped()  # a no-op in a pool's process: the stop request is the run's threads'
     budget = token_budget(recipe.model_path) if recipe.model_path else None
     documents, chunks, too_long = chunk_within_limit(
         documents, recipe.chunking, recipe.max_chunks, budget
     )
     seconds["chunk"], begun = time.perf_counter() - begun, time.perf_counter()
+    raise_if_stopped()
     findings: dict[str, ChunkFinding] = {}
     if recipe.scan_entities is not None:
         detector = pii_detector(recipe.scan_entities, recipe.scan_score)

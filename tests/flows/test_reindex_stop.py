@@ -1,4 +1,4 @@
-"""A reindex cannot hang or leave a mess: a signal stops it within 25 s, a contender past its
+"""A reindex cannot hang or leave a mess: a signal stops it within 15 s, a contender past its
 timeout fails it, and either way the live version serves, no version stays unfinished, and the
 next reindex proceeds; parallel contenders with MLflow's GenAI views run many times over."""
 
@@ -99,10 +99,8 @@ def test_a_signal_stops_a_reindex_promptly_and_the_next_one_proceeds(
     process.send_signal(stop)
     out, err = process.communicate(timeout=60)
     took = time.monotonic() - sent
-    # The issue's target is 15 s. It is met alone (11.4-11.8 s measured by hand) but not under
-    # the whole suite's load (18.6 s in a clean-clone run), so issue 24 stays open for it; the
-    # bound here still fails the 28-32 s (and hangs) of the bug this test is for.
-    assert took < 25, f"took {took:.1f} s to stop"
+    # 3.9-4.4 s measured alone, 5.7-6.5 s beside two busy loops on the 2 cores.
+    assert took < 15, f"took {took:.1f} s to stop"
     assert process.returncode != 0
     if stop == signal.SIGTERM:
         assert process.returncode == 143
