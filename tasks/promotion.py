@@ -1,7 +1,7 @@
 """Promotion policy: which candidate index version, if any, may replace the live one.
 
 Evaluation produces per-question scores; this module turns a champion's and the candidates'
-into a decision. The rule (documented in the README, "The gate"):
+into a decision. The rule (documented in docs/lifecycle.md, "The gate"):
 
 1. Every candidate must meet the absolute thresholds.
 2. Non-inferiority, paired: for every guarded metric the one-sided sign-flip test must reject

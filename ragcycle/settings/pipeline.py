@@ -205,7 +205,7 @@ class JudgeSettings(BaseModel):
     graded by a stronger model; ``openai`` uses the endpoint of ``generation.base_url`` with the
     model named here; ``none`` (the default) turns judge metrics off, so the default metrics are
     judge-free: a judge costs seconds per answer and a one-time calibration, and only the
-    catalogue models that pass it (README, bench/judge.py) are worth that.
+    catalogue models that pass it (docs/evaluation.md, bench/judge.py) are worth that.
     """
 
     backend: Literal["none", "local", "openai"] = "none"
