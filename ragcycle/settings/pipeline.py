@@ -196,6 +196,21 @@ class GenerationSettings(BaseModel):
     max_retries: int = Field(4, ge=0, description="retries on 429, 5xx and timeouts")
     temperature: float = Field(0.0, ge=0, description="0 is greedy: reproducible answers")
     max_tokens: int = Field(128, ge=1, description="new tokens per answer at most")
+    stop: list[str] = Field(
+        default_factory=list,
+        description="local and openai: strings that end an answer (not included in it)",
+    )
+    repeat_penalty: float = Field(
+        1.0,
+        ge=1.0,
+        description="local: llama.cpp's penalty on repeating recent tokens (1.0 is none)",
+    )
+    context_tokens: int = Field(
+        0,
+        ge=0,
+        description="local and openai: tokens of retrieved text the model reads at most, the"
+        " sentences closest to the question first (0: every retrieved chunk whole)",
+    )
 
 
 class JudgeSettings(BaseModel):

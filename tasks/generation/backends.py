@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from ragcycle.settings import Settings
+from ragcycle.settings import GenerationSettings, Settings
 from tasks.generation.answers import Generator
 from tasks.generation.chat import OpenAIChatGenerator, resolve_api_key
+from tasks.generation.context import ContextBudget
 from tasks.generation.extractive import (
     ExtractiveGenerator,
     ModelSentenceScorer,
@@ -33,6 +34,9 @@ def generator_from_settings(settings: Settings, embedder: Any) -> Generator:
             temperature=config.temperature,
             top_p=config.top_p,
             max_tokens=config.max_tokens,
+            stop=config.stop,
+            repeat_penalty=config.repeat_penalty,
+            context_budget=_context_budget(config, embedder),
         )
     if config.backend == "openai":
         return OpenAIChatGenerator(
@@ -44,18 +48,29 @@ def generator_from_settings(settings: Settings, embedder: Any) -> Generator:
             temperature=config.temperature,
             top_p=config.top_p,
             max_tokens=config.max_tokens,
+            stop=config.stop,
+            context_budget=_context_budget(config, embedder),
         )
-    scorer: SentenceScorer = (
-        StaticSentenceScorer(embedder)
-        if config.sentence_scoring == "static"
-        else ModelSentenceScorer(embedder)
-    )
     return ExtractiveGenerator(
         embedder,
         token_counter(embedder),
         min_score=config.min_score,
         max_sentences=config.max_sentences,
-        scorer=scorer,
+        scorer=_sentence_scorer(config, embedder),
+    )
+
+
+def _sentence_scorer(config: GenerationSettings, embedder: Any) -> SentenceScorer:
+    if config.sentence_scoring == "static":
+        return StaticSentenceScorer(embedder)
+    return ModelSentenceScorer(embedder)
+
+
+def _context_budget(config: GenerationSettings, embedder: Any) -> ContextBudget | None:
+    if config.context_tokens == 0:
+        return None
+    return ContextBudget(
+        config.context_tokens, _sentence_scorer(config, embedder), token_counter(embedder)
     )
 
 

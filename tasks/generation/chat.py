@@ -34,6 +34,7 @@ from tenacity import (
 from ragcycle.errors import ConfigError, GenerationError
 from ragcycle.settings import GenerationSettings
 from tasks.generation.answers import Answer, sources_of
+from tasks.generation.context import ContextBudget
 from tasks.generation.prompts import DONT_KNOW, PromptTemplate, build_context
 from tasks.indexing.store import Hit
 
@@ -69,6 +70,9 @@ class OpenAIChatGenerator:
         max_tokens: int = 512,
         backoff_seconds: float = 0.5,
         transport: httpx.BaseTransport | None = None,
+        stop: Sequence[str] = (),
+        extra_body: dict[str, Any] | None = None,
+        context_budget: ContextBudget | None = None,
     ) -> None:
         if not base_url.startswith(("http://", "https://")):
             raise ConfigError(f"generation.base_url must be an http(s) URL, got {base_url!r}")
@@ -77,6 +81,9 @@ class OpenAIChatGenerator:
         self.temperature = temperature
         self.top_p = top_p
         self.max_tokens = max_tokens
+        self.stop = list(stop)
+        self.extra_body = dict(extra_body or {})
+        self.context_budget = context_budget
         self.sha256: str | None = None
         self.backoff_seconds = backoff_seconds
         headers = {"Content-Type": "application/json"}
@@ -102,8 +109,12 @@ class OpenAIChatGenerator:
         seed: int | None = None,
     ) -> Answer:
         started = time.perf_counter()
+        if self.context_budget is not None:
+            hits = self.context_budget.trim(question, question_vector, hits)
         rendered = prompt.format(question=question, context=build_context(hits))
-        text, usage = self.complete([{"role": "user", "content": rendered}], seed=seed)
+        text, usage = self.complete(
+            [{"role": "user", "content": rendered}], seed=seed, stop=self.stop
+        )
         abstained = DONT_KNOW.split(":")[0].lower() in text.lower()
         cited = sorted({int(n) for n in re.findall(r"\[(\d+)\]", text) if 0 < int(n) <= len(hits)})
         return Answer(
@@ -132,6 +143,7 @@ class OpenAIChatGenerator:
         max_tokens: int | None = None,
         json_schema: dict[str, Any] | None = None,
         top_logprobs: int | None = None,
+        stop: Sequence[str] = (),
     ) -> tuple[str, dict[str, Any]]:
         """One chat completion as ``(text, usage)``; :class:`GenerationError` when it gives up.
 
@@ -150,7 +162,12 @@ class OpenAIChatGenerator:
             for attempt in retrying:
                 with attempt:
                     return self._post(
-                        messages, seed, max_tokens or self.max_tokens, json_schema, top_logprobs
+                        messages,
+                        seed,
+                        max_tokens or self.max_tokens,
+                        json_schema,
+                        top_logprobs,
+                        stop,
                     )
         except _RetryableError as exc:
             raise GenerationError(
@@ -172,13 +189,17 @@ class OpenAIChatGenerator:
         max_tokens: int,
         json_schema: dict[str, Any] | None,
         top_logprobs: int | None = None,
+        stop: Sequence[str] = (),
     ) -> tuple[str, dict[str, Any]]:
         body: dict[str, Any] = {
+            **self.extra_body,
             "model": self.model,
             "messages": messages,
             "temperature": self.temperature,
             "max_tokens": max_tokens,
         }
+        if stop:
+            body["stop"] = list(stop)
         if self.top_p is not None:
             body["top_p"] = self.top_p
         if seed is not None:

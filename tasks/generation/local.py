@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from pydantic import SecretStr
 
 from ragcycle.errors import ModelError
 from tasks.generation.chat import OpenAIChatGenerator
+from tasks.generation.context import ContextBudget
 from tasks.models import ModelFile
 
 __all__ = ["LocalGenerator", "LocalServer", "local_server"]
@@ -80,6 +82,9 @@ class LocalGenerator(OpenAIChatGenerator):
         temperature: float = 0.0,
         top_p: float | None = None,
         max_tokens: int = 256,
+        stop: Sequence[str] = (),
+        repeat_penalty: float = 1.0,
+        context_budget: ContextBudget | None = None,
     ) -> None:
         loaded = local_server(str(model.path), context_size, threads, batch_threads)
         super().__init__(
@@ -91,6 +96,10 @@ class LocalGenerator(OpenAIChatGenerator):
             temperature=temperature,
             top_p=top_p,
             max_tokens=max_tokens,
+            stop=stop,
+            # llama.cpp's own sampling parameter, beside the OpenAI ones it accepts.
+            extra_body={"repeat_penalty": repeat_penalty} if repeat_penalty != 1.0 else None,
+            context_budget=context_budget,
         )
         self.sha256 = model.sha256
         self.path = Path(model.path)

@@ -168,3 +168,68 @@ def test_static_scorer_ranks_the_answering_sentence_first(embedder: Any) -> None
     scores = scorer("Which president signed the treaty?", np.zeros(384), sentences)
     assert int(np.argmax(scores)) == 1
     assert scorer("the of and", np.zeros(384), sentences).tolist() == [0.0, 0.0, 0.0]
+
+
+def test_a_context_budget_keeps_the_answering_sentences_in_order(embedder: Any) -> None:
+    from tasks.generation.context import ContextBudget
+    from tasks.generation.extractive import StaticSentenceScorer
+
+    count = token_counter(embedder)
+    hits = [
+        hit(
+            "The museum was founded in 1901. Tickets for the museum cost twelve euros.\n"
+            "Rainfall in the region peaks in November.",
+            0.7,
+            "museum.md",
+        ),
+        hit("Rainfall in the region peaks in November. Snow is rare.", 0.6, "weather.md"),
+        hit("The treaty was signed by President Clinton in October 1998.", 0.5, "treaty.md"),
+    ]
+    answering = "Tickets for the museum cost twelve euros."
+    budget = ContextBudget(count(answering) + 2, StaticSentenceScorer(embedder), count)
+    trimmed = budget.trim("How much do museum tickets cost?", np.zeros(384), hits)
+    assert [(h.chunk_id, h.text) for h in trimmed] == [("id-museum.md-1", answering)]
+    assert trimmed[0].metadata == hits[0].metadata  # the source and page are still cited
+
+    # Room for everything: every distinct sentence once, each where it was met first.
+    whole = ContextBudget(10_000, StaticSentenceScorer(embedder), count).trim(
+        "How much do museum tickets cost?", np.zeros(384), hits
+    )
+    assert [h.text for h in whole] == [
+        "The museum was founded in 1901. Tickets for the museum cost twelve euros."
+        " Rainfall in the region peaks in November.",
+        "Snow is rare.",
+        "The treaty was signed by President Clinton in October 1998.",
+    ]
+
+
+def test_the_chat_backend_sends_stop_sequences_extra_parameters_and_the_trimmed_context(
+    embedder: Any, fast_retry: dict[str, Any]
+) -> None:
+    from tasks.generation.context import ContextBudget
+    from tasks.generation.extractive import StaticSentenceScorer
+
+    count = token_counter(embedder)
+    hits = [
+        hit("Berlin is in Germany. Its zoo is large.", 0.6, "de.md"),
+        hit("Paris is the capital of France. It lies on the Seine.", 0.8, "france.md"),
+    ]
+    with ChatServer([(200, completion("Paris [1]."), 0.0)]) as server:
+        generator = OpenAIChatGenerator(
+            server.url,
+            "test-model",
+            stop=["\nQuestion:"],
+            extra_body={"repeat_penalty": 1.1},
+            context_budget=ContextBudget(
+                count("Paris is the capital of France.") + 1, StaticSentenceScorer(embedder), count
+            ),
+            **fast_retry,
+        )
+        answer = generator.generate("What is the capital of France?", hits, PROMPT, np.zeros(3))
+    sent = server.requests[0]
+    assert sent["stop"] == ["\nQuestion:"] and sent["repeat_penalty"] == 1.1
+    content = sent["messages"][0]["content"]
+    assert "[1] (france.md, page 1)\nParis is the capital of France." in content
+    assert "Berlin" not in content and "Seine" not in content
+    # [1] is the first passage the model read: France, not the first hit retrieved.
+    assert [s.source for s in answer.sources] == ["france.md"]

@@ -91,3 +91,16 @@ def test_a_local_judge_always_returns_a_parseable_verdict(local_model: Any) -> N
     assert 0.0 <= rows[0]["judge_correctness"] <= 1.0
     assert math.isnan(rows[1]["judge_correctness"]), "no reference answer, no correctness verdict"
     assert set(JUDGE_CRITERIA) <= set(rows[0])
+
+
+def test_llama_cpp_ends_an_answer_at_a_stop_sequence_and_takes_a_repeat_penalty(
+    local_model: Any,
+) -> None:
+    free = generate(LocalGenerator(local_model, max_tokens=24)).text
+    words = free.split()
+    assert len(words) >= 3, free
+    stopped = generate(LocalGenerator(local_model, max_tokens=24, stop=[words[2]])).text
+    assert words[2] not in stopped and free.startswith(stopped.strip())
+    penalised = LocalGenerator(local_model, max_tokens=24, repeat_penalty=1.3)
+    assert penalised.extra_body == {"repeat_penalty": 1.3}
+    assert generate(penalised).text.strip()  # llama.cpp accepted the parameter
