@@ -183,13 +183,15 @@ class Asker:
 def _result(answered: Answered, generator: dict[str, str | None]) -> AskResult:
     answer, verdict = answered.answer, answered.verdict
     retrieve_ms = answered.retrieval.latency_ms["retrieve"]
+    total_ms = retrieve_ms + answer.generate_ms + answered.guard_ms
     return AskResult(
         answer=verdict.answer,
         sources=[{"source": s.source, "page": s.page, "score": s.score} for s in answer.sources],
         latency_ms={
             "retrieve": round(retrieve_ms, 2),
             "generate": round(answer.generate_ms, 2),
-            "total": round(retrieve_ms + answer.generate_ms, 2),
+            "guardrails": round(answered.guard_ms, 2),
+            "total": round(total_ms, 2),
         },
         tokens={"prompt": answer.prompt_tokens, "completion": answer.completion_tokens},
         abstained=answer.abstained,

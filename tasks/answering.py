@@ -8,6 +8,7 @@ have the same spans as production traffic.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -99,6 +100,7 @@ class Answered:
     trace: QueryTrace | None
     trace_id: str | None = None
     stored_question: str = ""  # the question as stored copies keep it
+    guard_ms: float = 0.0
 
     def close_trace(self, tags: dict[str, str]) -> Callable[[], None]:
         """Finish the trace with the served answer; the callable writes it (a no-op untraced)."""
@@ -107,6 +109,7 @@ class Answered:
         return self.trace.close(
             {"answer": self.verdict.answer, "guardrails": self.verdict.as_dict()},
             {"ragcycle.guardrails": self.verdict.status, **tags},
+            checks={"guardrails": self.verdict.status},
         )
 
 
@@ -161,7 +164,7 @@ def answer_question(
         }
         _set(generated, attributes={SpanAttributeKey.CHAT_USAGE: usage})
     with _step(traced, "guardrails", SpanType.GUARDRAIL) as span:
-        guard = parts.guard
+        guard, begun = parts.guard, time.perf_counter()
         verdict = guard_answer(
             answer.text,
             [hit.text for hit in chunks],
@@ -172,13 +175,14 @@ def answer_question(
             pii=guard.pii,
             abstained=answer.abstained,
         )
+        guard_ms = (time.perf_counter() - begun) * 1000
         # The spans are written after the verdict: they keep what was served (unless
         # tracing.keep_raw), never the raw text the guardrails redacted or withheld.
         stored_answer = {"answer": keeping.answer(answer.text, verdict.answer)}
         _set(generated, outputs=stored_answer)
         _set(span, outputs=verdict.as_dict(), inputs=stored_answer)
     trace_id = traced.trace_id if traced else None
-    return Answered(retrieval, answer, verdict, chunks, traced, trace_id, stored_question)
+    return Answered(retrieval, answer, verdict, chunks, traced, trace_id, stored_question, guard_ms)
 
 
 def answer_many(

@@ -203,3 +203,11 @@ def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     }
     with running(command, f"{api}/health", log=folder / "prefect.log", timeout=120, env=env):
         yield api
+
+
+@pytest.fixture(scope="session")
+def api_data(tmp_path_factory: pytest.TempPathFactory, prefect_harness: None) -> Path:
+    """The API tests' data dir (tests.served_api), built once for the session."""
+    from tests.served_api import build_served
+
+    return build_served(tmp_path_factory.mktemp("api"))

@@ -1,7 +1,8 @@
-"""The routes: ``POST /ask``, ``POST /feedback``, ``GET /health``, ``GET /status``; the schema is
-at ``/docs`` and ``/openapi.json``. Every route but ``/health`` needs the API key
-(:mod:`ragcycle.api.security`). Routes parse, call the asker and present; every failure is a
-status with a message, a client's mistake a 4xx that says what to fix.
+"""The routes: ``POST /ask``, ``POST /feedback``, ``GET /health``, ``GET /status`` and
+``GET /metrics`` (Prometheus); the schema is at ``/docs`` and ``/openapi.json``. Every route but
+``/health`` needs the API key, ``/metrics`` only from another host (:mod:`.security`). Routes
+parse, call the asker and present; every failure is a status with a message, a client's mistake
+a 4xx that says what to fix.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from fastapi.responses import JSONResponse
 from pydantic import AfterValidator, BaseModel, Field
 
 from ragcycle import jsonout
+from ragcycle.api.metrics import CONTENT_TYPE, ApiMetrics, MetricsMiddleware
 from ragcycle.api.security import ApiKey, Guard, resolve_key
 from ragcycle.api.service import Admission, LiveAsker, OverloadedError
 from ragcycle.errors import FilterError, IndexStoreError, RagcycleError, RegistryError
@@ -112,7 +114,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.service = holder  # what the routes share, for /status and for tests to inspect
     limit = (settings or load_settings()).api.max_body_bytes
+    metrics = ApiMetrics(lambda: _figures(holder))
     app.add_middleware(Guard, key=lambda: holder.get("key"), limit=limit)
+    # Added last, so outermost: it counts the requests the guard refuses too.
+    app.add_middleware(MetricsMiddleware, metrics=metrics, routes=ROUTES)
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -168,7 +173,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             raise HTTPException(503, str(exc)) from None
         except RagcycleError as exc:
             raise HTTPException(500, str(exc)) from None
-        return {**result.as_dict(), "session_id": body.session_id}
+        answer = result.as_dict()
+        metrics.observe_answer(answer)
+        return {**answer, "session_id": body.session_id}
 
     @app.post("/feedback")
     async def feedback(body: FeedbackBody) -> dict[str, Any]:
@@ -201,7 +208,36 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         """The live version and its config, the last evaluation and decision, the queue."""
         return await run_in_threadpool(_status, holder)
 
+    @app.get("/metrics", include_in_schema=False)
+    async def prometheus() -> Response:
+        """The Prometheus exposition of this process's figures."""
+        return Response(await run_in_threadpool(metrics.exposition), media_type=CONTENT_TYPE)
+
     return app
+
+
+ROUTES = frozenset(
+    {"/ask", "/feedback", "/health", "/status", "/metrics", "/docs", "/openapi.json"}
+)
+
+
+def _figures(holder: dict[str, Any]) -> dict[str, Any]:
+    """What /metrics reads from the parts that keep it; empty before the app has started."""
+    if "asker" not in holder:
+        return {}
+    admission: Admission = holder["admission"]
+    live: LiveAsker = holder["asker"]
+    return {
+        "queue": {
+            "running": admission.running,
+            "waiting": admission.waiting,
+            "refused": admission.refused,
+        },
+        "tracing": asdict(holder["shipper"].stats()),
+        "log": holder["writer"].stats(),
+        "index": holder["settings"].chroma.collection,
+        "live_version": live.version,
+    }
 
 
 def _announce(key: ApiKey | None) -> ApiKey | None:

@@ -27,6 +27,9 @@ __all__ = ["KEY_FILE", "ApiKey", "Guard", "is_loopback", "resolve_key"]
 
 KEY_FILE = "api_key"
 OPEN_PATHS = frozenset({"/health"})
+# Open to a client on this machine (a local Prometheus, `curl` on the host); from anywhere else
+# they need the key like every other route.
+LOOPBACK_PATHS = frozenset({"/metrics"})
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -97,7 +100,7 @@ class Guard:
             await self.app(scope, receive, send)
             return
         key = self.key()
-        if key is not None and scope["path"] not in OPEN_PATHS and not _carries(scope, key):
+        if key is not None and not _open(scope) and not _carries(scope, key):
             await _reply(send, 401, "missing or wrong X-API-Key header")
             return
         declared = _header(scope, b"content-length")
@@ -137,8 +140,20 @@ class Guard:
         return f"request body over {self.limit} bytes (api.max_body_bytes)"
 
 
+def _open(scope: Scope) -> bool:
+    if scope["path"] in OPEN_PATHS:
+        return True
+    client = scope.get("client")
+    return scope["path"] in LOOPBACK_PATHS and client is not None and is_loopback(client[0])
+
+
 def _carries(scope: Scope, key: ApiKey) -> bool:
-    given = _header(scope, b"x-api-key") or ""
+    """The key in ``X-API-Key``, or as a bearer token (Prometheus's scrape ``authorization``
+    sends one)."""
+    given = _header(scope, b"x-api-key")
+    if given is None:
+        bearer = _header(scope, b"authorization") or ""
+        given = bearer[len("Bearer ") :] if bearer.startswith("Bearer ") else ""
     # Constant time, so the comparison does not leak how much of a guess was right.
     return hmac.compare_digest(given.encode(), key.value.encode())
 

@@ -14,7 +14,7 @@ from tasks.guardrails.degenerate import UNUSABLE, degenerate_reason
 from tasks.guardrails.detectors import check_text, find_injection_markers
 from tasks.guardrails.pii import PiiDetector, PiiFinding, find_pii, redact
 
-__all__ = ["REFUSAL", "Verdict", "guard_answer", "withhold_injected"]
+__all__ = ["REASON_KINDS", "REFUSAL", "Verdict", "guard_answer", "reason_kind", "withhold_injected"]
 
 
 # What a user sees instead of an answer the guardrails withheld.
@@ -40,6 +40,24 @@ class Verdict:
             "pii": self.pii_kinds,
             "withheld_chunks": self.withheld_chunks,
         }
+
+
+# How each reason a verdict gives begins, and the kind it is counted under (a metric label must
+# come from a small fixed set; the reasons themselves carry numbers and entity names).
+REASON_KINDS = (
+    ("prompt injection", "prompt_injection"),
+    ("answer echoes the prompt", "echo"),
+    ("degenerate answer", "degenerate"),
+    ("toxicity", "toxicity"),
+    ("personal data in the answer", "pii_blocked"),
+    ("personal data redacted", "pii_redacted"),
+    ("potential hallucination", "hallucination"),
+)
+
+
+def reason_kind(reason: str) -> str:
+    """The kind of a verdict's reason, ``other`` for one this list does not know."""
+    return next((kind for start, kind in REASON_KINDS if reason.startswith(start)), "other")
 
 
 def withhold_injected(hits: Sequence[Any]) -> tuple[list[Any], dict[str, list[str]]]:

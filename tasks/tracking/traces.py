@@ -98,9 +98,17 @@ class QueryTrace:
         finally:
             stage.end_ns = time.time_ns()
 
-    def close(self, outputs: dict[str, Any], tags: dict[str, str]) -> Callable[[], None]:
+    def close(
+        self,
+        outputs: dict[str, Any],
+        tags: dict[str, str],
+        checks: dict[str, str] | None = None,
+    ) -> Callable[[], None]:
         """Record the outputs, the final tags and the end time now; the returned callable writes
-        the trace to MLflow whenever it is called (at once, or from a background shipper)."""
+        the trace to MLflow whenever it is called (at once, or from a background shipper).
+
+        ``checks`` (name -> outcome, e.g. the guardrails' verdict) become assessments of the
+        trace from code, which MLflow's Overview tab charts over time as the traces' quality."""
         end_ns = time.time_ns()
         failed = next((stage.error for stage in self._stages if stage.error), None)
 
@@ -135,6 +143,8 @@ class QueryTrace:
                 status="ERROR" if failed else "OK",
                 end_time_ns=end_ns,
             )
+            for name, outcome in (checks or {}).items():
+                _log_check(self.trace_id, name, outcome)
 
         return export
 
@@ -157,6 +167,14 @@ def retrieved_documents(
         }
         for hit in hits
     ]
+
+
+def _log_check(trace_id: str, name: str, outcome: str) -> None:
+    import mlflow
+    from mlflow.entities import AssessmentSource, AssessmentSourceType
+
+    source = AssessmentSource(AssessmentSourceType.CODE, source_id="ragcycle")
+    mlflow.log_feedback(trace_id=trace_id, name=name, value=outcome, source=source)
 
 
 def log_user_feedback(

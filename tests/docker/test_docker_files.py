@@ -45,6 +45,7 @@ SECRETS = {
     "MLFLOW_ADMIN_PASSWORD": "ml-test",
     "MLFLOW_SECRET_KEY": "csrf-test",
     "RAGCYCLE_API_KEY": "api-test",
+    "GRAFANA_ADMIN_PASSWORD": "gf-test",
 }
 
 
@@ -76,10 +77,14 @@ def test_compose_file_is_valid_and_wired(filled_env: Path) -> None:
         "mlflow",
         "chroma",
         "api",
+        "prometheus",
+        "grafana",
     }
     published = {name for name, service in services.items() if service.get("ports")}
-    assert published == {"prefect-server", "mlflow", "api"}, "only the UIs and the API"
-    for name in ("prefect-server", "mlflow", "api"):
+    assert published == {"prefect-server", "mlflow", "api", "prometheus", "grafana"}, (
+        "only the UIs and the API"
+    )
+    for name in published:
         assert all(port["host_ip"] == "127.0.0.1" for port in services[name]["ports"])
     for name, service in services.items():
         assert service["restart"] == "unless-stopped", name
@@ -103,6 +108,16 @@ def test_compose_file_is_valid_and_wired(filled_env: Path) -> None:
     # One query log: the API writes it, the worker's monitor reads it.
     data = {v["target"]: v["source"] for v in services["prefect-worker"]["volumes"]}["/data"]
     assert {v["source"] for v in api["volumes"] if v["target"] == "/data"} == {data}
+    # Prometheus scrapes the API with its key (a compose secret from RAGCYCLE_API_KEY), and
+    # Grafana starts with the dashboard provisioned.
+    assert config["secrets"]["api_key"]["environment"] == "RAGCYCLE_API_KEY"
+    assert [s["target"] for s in services["prometheus"]["secrets"]] == ["/run/secrets/api_key"]
+    scraped = (DOCKER / "prometheus" / "prometheus.yml").read_text()
+    assert "credentials_file: /run/secrets/api_key" in scraped and '"api:8080"' in scraped
+    grafana = services["grafana"]
+    assert grafana["environment"]["GF_SECURITY_ADMIN_PASSWORD"] == "gf-test"
+    mounted = {v["target"]: v["source"] for v in grafana["volumes"]}
+    assert Path(mounted["/var/lib/grafana/dashboards"]) == DOCKER / "grafana" / "dashboards"
 
 
 @pytest.mark.parametrize("missing", sorted(SECRETS))

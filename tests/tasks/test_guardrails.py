@@ -310,11 +310,14 @@ def test_an_answer_that_is_no_answer_is_not_served(answer: str, reason: str) -> 
     loops until max tokens and a lone "1" were served, some with verdict ``pass``."""
     from tasks.guardrails import guard_answer
     from tasks.guardrails.degenerate import UNUSABLE
+    from tasks.guardrails.verdict import reason_kind
 
     context = ["The museum opens at nine. Fees and payment are due within 30 days."]
     verdict = guard_answer(answer, context)
     assert verdict.status == "fail" and verdict.answer == UNUSABLE
     assert verdict.reasons == [reason]
+    # Counted by /metrics under a kind of its own, not lumped with unknown reasons.
+    assert reason_kind(reason) == ("echo" if reason.startswith("answer echoes") else "degenerate")
 
 
 @pytest.mark.parametrize(
@@ -333,3 +336,10 @@ def test_short_quoting_or_numeric_answers_are_served(answer: str) -> None:
     from tasks.guardrails.degenerate import degenerate_reason
 
     assert degenerate_reason(answer) is None
+
+
+def test_a_reason_no_check_gives_is_counted_as_other() -> None:
+    from tasks.guardrails.verdict import reason_kind
+
+    assert reason_kind("something new") == "other"
+    assert reason_kind("toxicity 0.91 over 0.5") == "toxicity"
