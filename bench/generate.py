@@ -192,7 +192,9 @@ def run(work: Path, args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _child(command: list[str]) -> dict[str, Any]:
-    done = subprocess.run(command, capture_output=True, text=True, check=True)
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise SystemExit(f"{' '.join(command[2:5])} failed:\n{done.stderr[-3000:]}")
     return dict(json.loads(done.stdout.strip().splitlines()[-1]))
 
 
@@ -265,10 +267,12 @@ def worker(backend: str, data: Path, args: argparse.Namespace) -> dict[str, Any]
     from tasks.indexing.store import open_index
     from tasks.retrieval import retrieve_many
     from tasks.tracking.runs import mlflow_client
+    from tasks.versions import resolve_serving
 
     mlflow_client(settings.mlflow_tracking_uri)
     embedder = embedder_from_settings(settings)
-    index = open_index(settings, create=False)
+    # The live version's collection, read with this worker's settings (not the version's).
+    index = open_index(settings, resolve_serving(settings).collection, create=False)
     prompt = load_prompt(settings.generation.prompt_name, None)
     retrievals = retrieve_many(questions(args.questions), index, embedder, settings.retrieval.k)
     started = time.perf_counter()
