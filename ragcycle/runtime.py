@@ -192,9 +192,9 @@ def leave(code: int, *, stopped: bool = False) -> NoReturn:
     A thread cannot be killed, and the interpreter joins every non-daemon thread before it
     exits (before ``atexit``, which is where Prefect stops its temporary server). Threads still
     running after a grace period would hold the process (and that server) for as long as they
-    run, so then the server is stopped here and the process ends at once. A ``stopped`` command
-    (SIGTERM, Ctrl-C) has a shorter grace for both, so that it ends within the 15 s a service
-    manager or a person waits.
+    run, so then the server is stopped here and the process ends at once. A command ``stopped``
+    by SIGTERM has a shorter grace for both, so that it ends within the 15 s a service manager
+    waits (Ctrl-C ends through Click's abort, whose threads are already told to stop).
     """
     thread_grace, server_grace = (2.0, 1.5) if stopped else (5.0, 5.0)
     deadline = time.monotonic() + thread_grace

@@ -10,13 +10,14 @@ share counts.
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable, Iterator, MutableMapping
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from ragcycle.api.security import ASGIApp, Message, Receive, Scope, Send
 from tasks.guardrails.verdict import reason_kind
 
 __all__ = ["CONTENT_TYPE", "ApiMetrics", "MetricsMiddleware"]
@@ -26,12 +27,6 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 # local model under load): the default buckets stop at 10 s.
 _SECONDS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 15, 30, 60, 120)
 _STAGES = ("retrieve", "generate", "guardrails")
-
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 
 class ApiMetrics:
