@@ -34,7 +34,7 @@ def exported_names() -> set[str]:
     state = {
         "queue": {"running": 0, "waiting": 0, "refused": 0},
         "tracing": {"pending": 0, "dropped": 0, "failures": 0},
-        "log": {"pending": 0, "dropped": 0, "failures": 0},
+        "query_log": {"pending": 0, "dropped": 0, "failures": 0},
         "index": "ragcycle",
         "live_version": 1,
     }

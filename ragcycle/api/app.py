@@ -117,7 +117,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     metrics = ApiMetrics(lambda: _figures(holder))
     app.add_middleware(Guard, key=lambda: holder.get("key"), limit=limit)
     # Added last, so outermost: it counts the requests the guard refuses too.
-    app.add_middleware(MetricsMiddleware, metrics=metrics, routes=ROUTES)
+    app.add_middleware(MetricsMiddleware, metrics=metrics, served=lambda: _paths(app))
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -216,27 +216,29 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     return app
 
 
-ROUTES = frozenset(
-    {"/ask", "/feedback", "/health", "/status", "/metrics", "/docs", "/openapi.json"}
-)
+def _paths(app: FastAPI) -> set[str]:
+    """The paths the app serves, read from its routes (so a new route is counted by name)."""
+    return {str(route.path) for route in app.routes if hasattr(route, "path")}
 
 
 def _figures(holder: dict[str, Any]) -> dict[str, Any]:
-    """What /metrics reads from the parts that keep it; empty before the app has started."""
+    """The live figures the parts keep, for /metrics and /status; empty before the app has
+    started."""
     if "asker" not in holder:
         return {}
     admission: Admission = holder["admission"]
-    live: LiveAsker = holder["asker"]
     return {
+        "index": holder["settings"].chroma.collection,
+        "live_version": holder["asker"].version,
         "queue": {
             "running": admission.running,
             "waiting": admission.waiting,
             "refused": admission.refused,
+            "max_in_flight": admission.in_flight_limit,
+            "max_queue": admission.queue_limit,
         },
         "tracing": asdict(holder["shipper"].stats()),
-        "log": holder["writer"].stats(),
-        "index": holder["settings"].chroma.collection,
-        "live_version": live.version,
+        "query_log": holder["writer"].stats(),
     }
 
 
@@ -275,27 +277,20 @@ def _live_asker(settings: Settings, shipper: TraceShipper, writer: QueryLogWrite
 def _status(holder: dict[str, Any]) -> dict[str, Any]:
     from tasks.versions import config_summary, serving_config
 
-    settings: Settings = holder["settings"]
+    figures = _figures(holder)
     live: LiveAsker = holder["asker"]
-    admission: Admission = holder["admission"]
     asker = live.current()
     return {
-        "index": settings.chroma.collection,
-        "live_version": live.version,
+        "index": figures["index"],
+        "live_version": figures["live_version"],
         "collection": asker.index.name,
         "config": serving_config(asker.settings),
         "config_summary": config_summary(serving_config(asker.settings)),
-        "queue": {
-            "running": admission.running,
-            "waiting": admission.waiting,
-            "refused": admission.refused,
-            "max_in_flight": admission.in_flight_limit,
-            "max_queue": admission.queue_limit,
-        },
+        "queue": figures["queue"],
         "refresh_failures": live.refresh_failures,
-        "tracing": asdict(holder["shipper"].stats()),
-        "query_log": holder["writer"].stats(),
-        **_latest_runs(settings),
+        "tracing": figures["tracing"],
+        "query_log": figures["query_log"],
+        **_latest_runs(holder["settings"]),
     }
 
 

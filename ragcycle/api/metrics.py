@@ -10,7 +10,7 @@ share counts.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
@@ -115,7 +115,10 @@ class _StateCollector(Collector):
         yield _counter(
             "ragcycle_admission_refused", "Requests refused with 503 (queue full)", queue["refused"]
         )
-        for part, figures in (("trace_shipper", state["tracing"]), ("query_log", state["log"])):
+        for part, figures in (
+            ("trace_shipper", state["tracing"]),
+            ("query_log", state["query_log"]),
+        ):
             yield _gauge(f"ragcycle_{part}_pending", f"{part} writes waiting", figures["pending"])
             yield _counter(f"ragcycle_{part}_dropped", f"{part} writes dropped", figures["dropped"])
             yield _counter(
@@ -142,10 +145,12 @@ class MetricsMiddleware:
     Paths the app does not serve share one label, so a scan of random URLs cannot grow the
     series without bound."""
 
-    def __init__(self, app: ASGIApp, metrics: ApiMetrics, routes: frozenset[str]) -> None:
+    def __init__(
+        self, app: ASGIApp, metrics: ApiMetrics, served: Callable[[], Collection[str]]
+    ) -> None:
         self.app = app
         self.metrics = metrics
-        self.routes = routes
+        self.served = served
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -163,6 +168,6 @@ class MetricsMiddleware:
         try:
             await self.app(scope, receive, watched_send)
         finally:
-            route = scope["path"] if scope["path"] in self.routes else "other"
+            route = scope["path"] if scope["path"] in self.served() else "other"
             self.metrics.requests.labels(route, scope["method"], str(status)).inc()
             self.metrics.request_seconds.labels(route).observe(time.perf_counter() - started)

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from tasks.generation.answers import TokenCounter
-from tasks.generation.extractive import SentenceScorer
+from tasks.generation.extractive import SentenceScorer, distinct_sentences
 from tasks.indexing.store import Hit
 from tasks.text import split_sentences
 
@@ -36,7 +36,7 @@ class ContextBudget:
         """``hits`` with only their chosen sentences, in the order they were written; a hit with
         none chosen is left out, the others keep their rank. A sentence met twice (overlapping
         chunks) is kept once, where it was met first."""
-        sentences = _sentences(hits)
+        sentences = distinct_sentences(hits, _folded)
         if not sentences:
             return list(hits)
         scores = self.scorer(question, question_vector, [text for _, _, text in sentences])
@@ -59,14 +59,6 @@ class ContextBudget:
         ]
 
 
-def _sentences(hits: Sequence[Hit]) -> list[tuple[int, int, str]]:
-    """(hit index, position, sentence) of every distinct sentence, line breaks folded."""
-    found: list[tuple[int, int, str]] = []
-    seen: set[str] = set()
-    for hit_index, hit in enumerate(hits):
-        for position, piece in enumerate(split_sentences(hit.text)):
-            sentence = " ".join(piece.split())
-            if sentence and sentence not in seen:
-                seen.add(sentence)
-                found.append((hit_index, position, sentence))
-    return found
+def _folded(text: str) -> list[str]:
+    """The sentences of ``text`` with line breaks folded, none dropped for being short."""
+    return [" ".join(piece.split()) for piece in split_sentences(text) if piece.strip()]

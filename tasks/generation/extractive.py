@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 import numpy as np
@@ -25,6 +25,7 @@ __all__ = [
     "ModelSentenceScorer",
     "SentenceScorer",
     "StaticSentenceScorer",
+    "distinct_sentences",
     "split_sentences",
     "token_counter",
 ]
@@ -38,6 +39,21 @@ def split_sentences(text: str, *, min_chars: int = 20, max_chars: int = 400) -> 
         if len(sentence) >= min_chars:
             sentences.append(sentence[:max_chars])
     return sentences
+
+
+def distinct_sentences(
+    hits: Sequence[Hit], split: Callable[[str], list[str]]
+) -> list[tuple[int, int, str]]:
+    """(hit index, position, sentence) of every sentence ``split`` finds, each text once: where
+    it was met first (overlapping chunks repeat sentences)."""
+    found: list[tuple[int, int, str]] = []
+    seen: set[str] = set()
+    for hit_index, hit in enumerate(hits):
+        for position, sentence in enumerate(split(hit.text)):
+            if sentence not in seen:
+                seen.add(sentence)
+                found.append((hit_index, position, sentence))
+    return found
 
 
 class SentenceScorer(Protocol):
@@ -160,13 +176,7 @@ class ExtractiveGenerator:
     def _candidates(self, question: str, hits: Sequence[Hit]) -> list[tuple[int, int, str]]:
         """(hit index, position, sentence), pre-ranked by word overlap to bound embedding work."""
         words = set(re.findall(r"\w+", question.lower()))
-        found: list[tuple[int, int, str]] = []
-        seen: set[str] = set()
-        for hit_index, hit in enumerate(hits):
-            for position, sentence in enumerate(split_sentences(hit.text)):
-                if sentence not in seen:
-                    seen.add(sentence)
-                    found.append((hit_index, position, sentence))
+        found = distinct_sentences(hits, split_sentences)
         if len(found) <= self.max_candidates:
             return found
 
