@@ -15,9 +15,9 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from ragcycle.settings import Settings
 
@@ -29,6 +29,7 @@ __all__ = [
     "quiet_console_tracebacks",
     "raise_on_sigterm",
     "start_local_prefect",
+    "stop_process",
     "stop_temporary_prefect",
 ]
 
@@ -217,15 +218,35 @@ def stop_temporary_prefect(grace_seconds: float = 5.0) -> None:
     if module is None:
         return
     for server in list(module.SubprocessASGIServer._instances.values()):
-        process = server.server_process
-        if process is not None:
-            process.terminate()
-            try:
-                process.wait(timeout=grace_seconds)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        if server.server_process is not None:
+            # Prefect's server shares this process's group: signal it alone.
+            steps = ((signal.SIGTERM, grace_seconds), (signal.SIGKILL, 5.0))
+            stop_process(server.server_process, steps, group=False)
         server.stop()  # Prefect's bookkeeping; its process has ended
+
+
+def stop_process(
+    process: subprocess.Popen[Any],
+    steps: Sequence[tuple[signal.Signals, float]] = ((signal.SIGTERM, 10), (signal.SIGKILL, 5)),
+    *,
+    group: bool = True,
+) -> None:
+    """Send each signal of ``steps`` to the process (its whole group when ``group``) in turn,
+    waiting its seconds, until the process has exited."""
+    for sig, wait in steps:
+        if process.poll() is not None:
+            return
+        try:
+            if group:
+                os.killpg(process.pid, sig)
+            else:
+                process.send_signal(sig)
+        except ProcessLookupError:
+            return
+        try:
+            process.wait(wait)
+        except subprocess.TimeoutExpired:
+            continue
 
 
 def _busy_threads() -> list[threading.Thread]:

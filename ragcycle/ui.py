@@ -9,7 +9,6 @@ stores, on 127.0.0.1. A configured tracking server or Prefect server is only lin
 from __future__ import annotations
 
 import os
-import signal
 import socket
 import subprocess
 import time
@@ -21,7 +20,7 @@ from pathlib import Path
 import httpx
 
 from ragcycle.errors import RagcycleError
-from ragcycle.runtime import library_environment, script_path
+from ragcycle.runtime import library_environment, script_path, stop_process
 from ragcycle.settings import Settings
 
 __all__ = [
@@ -29,7 +28,6 @@ __all__ = [
     "answers",
     "free_port",
     "running_uis",
-    "stop_process_group",
     "ui_servers",
     "wait_for_exit",
 ]
@@ -149,7 +147,7 @@ def running_uis(
         yield [process for _, process in started]
     finally:
         for _, process in started:
-            stop_process_group(process)
+            stop_process(process)
 
 
 def _wait_healthy(
@@ -181,25 +179,6 @@ def answers(url: str) -> bool:
         return httpx.get(url, timeout=3).status_code == 200
     except httpx.HTTPError:
         return False
-
-
-def stop_process_group(
-    process: subprocess.Popen[bytes],
-    steps: Sequence[tuple[signal.Signals, float]] = ((signal.SIGTERM, 10), (signal.SIGKILL, 5)),
-) -> None:
-    """Send each signal of ``steps`` to the process group in turn, waiting its seconds, until
-    the process has exited."""
-    for sig, wait in steps:
-        if process.poll() is not None:
-            return
-        try:
-            os.killpg(process.pid, sig)
-        except ProcessLookupError:
-            return
-        try:
-            process.wait(wait)
-        except subprocess.TimeoutExpired:
-            continue
 
 
 def wait_for_exit(processes: Sequence[subprocess.Popen[bytes]]) -> int | None:

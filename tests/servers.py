@@ -17,7 +17,8 @@ from typing import Any
 
 import httpx
 
-from ragcycle.ui import answers, stop_process_group
+from ragcycle.runtime import stop_process
+from ragcycle.ui import answers
 
 BIN = Path(sys.executable).parent
 
@@ -70,7 +71,7 @@ def wait_healthy(
 
 def stop(process: subprocess.Popen[bytes]) -> None:
     """SIGTERM the whole process group, then SIGINT, then SIGKILL (Prefect workers need both)."""
-    stop_process_group(process, ((signal.SIGTERM, 10), (signal.SIGINT, 5), (signal.SIGKILL, 5)))
+    stop_process(process, ((signal.SIGTERM, 10), (signal.SIGINT, 5), (signal.SIGKILL, 5)))
 
 
 def tail(log: Path, lines: int = 40) -> str:
