@@ -16,7 +16,6 @@ from ragcycle.runtime import configure_environment
 from ragcycle.settings import Settings, load_settings
 from tasks.answering import (
     Answered,
-    GuardConfig,
     Parts,
     TraceOptions,
     answer_question,
@@ -26,7 +25,6 @@ from tasks.audit import QueryLog
 from tasks.embedding import embedder_from_settings
 from tasks.evaluation.scoring import answer_cost, scoring_config
 from tasks.generation.answers import Answer, generator_identity
-from tasks.generation.backends import generator_from_settings
 from tasks.generation.prompts import load_prompt
 from tasks.indexing.store import VectorIndex, open_index
 from tasks.retrieval import Retrieval, SearchPlan, search_plan
@@ -89,15 +87,8 @@ class Asker:
         self.version = serving.version.version if serving.version else None
         embedder = embedder_from_settings(settings)
         index = open_index(settings, serving.collection, create=False)
-        self.parts = Parts(
-            index=index,
-            embedder=embedder,
-            generator=generator_from_settings(settings, embedder),
-            prompt=load_prompt(settings.generation.prompt_name, settings.generation.prompt_version),
-            guard=GuardConfig.from_settings(settings),
-            fetch_multiplier=settings.retrieval.fetch_multiplier,
-            plan=search_plan(settings, index),
-        )
+        prompt = load_prompt(settings.generation.prompt_name, settings.generation.prompt_version)
+        self.parts = Parts.from_settings(settings, index, embedder, prompt)
         self.index: VectorIndex = self.parts.index
         self._plans = {self.parts.plan.mode: self.parts.plan}
         self._plans_lock = threading.Lock()

@@ -12,7 +12,7 @@ from pydantic import BaseModel, Field
 from ragcycle.errors import ConfigError
 from ragcycle.runtime import configure_environment
 from ragcycle.settings import load_settings
-from tasks.answering import Answered, GuardConfig, Parts, TraceOptions, answer_many_task
+from tasks.answering import Answered, Parts, TraceOptions, answer_many_task
 from tasks.embedding import embedder_from_settings
 from tasks.evaluation.calibration import (
     calibration_metrics,
@@ -29,10 +29,9 @@ from tasks.evaluation.scoring import (
     scoring_config,
     summarize_task,
 )
-from tasks.generation.backends import generator_from_settings, judge_from_settings
+from tasks.generation.backends import judge_from_settings
 from tasks.generation.prompts import load_prompt_task
 from tasks.indexing.store import open_index
-from tasks.retrieval import search_plan
 from tasks.tracking.flow_runs import describe_flow_run, run_tags
 from tasks.tracking.reports import publish_evaluation
 from tasks.tracking.runs import (
@@ -107,17 +106,9 @@ def evaluate(request: EvaluateRequest) -> dict[str, Any]:
         run_tags(index=serving.index, collection=index.name, version=version, role=request.role),
     )
     embedder = embedder_from_settings(settings)
-    generator = generator_from_settings(settings, embedder)
     prompt = load_prompt_task(settings.generation.prompt_name, settings.generation.prompt_version)
-    parts = Parts(
-        index=index,
-        embedder=embedder,
-        generator=generator,
-        prompt=prompt,
-        guard=GuardConfig.from_settings(settings),
-        fetch_multiplier=settings.retrieval.fetch_multiplier,
-        plan=search_plan(settings, index),
-    )
+    parts = Parts.from_settings(settings, index, embedder, prompt)
+    generator = parts.generator
     judge = judge_from_settings(settings)
     judging = settings.evaluation.judge
     calibration = judge_calibration_task(judge, judging, settings.data_dir)

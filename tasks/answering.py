@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from prefect import task
@@ -23,6 +23,7 @@ from tasks.generation.answers import Answer, Generator
 from tasks.generation.prompts import PromptTemplate
 from tasks.guardrails import PiiDetector, Verdict, guard_answer, pii_detector, withhold_injected
 from tasks.guardrails.keeping import Keeping
+from tasks.guardrails.verdict import reason_kind
 from tasks.indexing.store import Hit, VectorIndex
 from tasks.retrieval import DENSE, Retrieval, SearchPlan, retrieve
 from tasks.stopping import raise_if_stopped
@@ -78,6 +79,29 @@ class Parts:
     guard: GuardConfig
     fetch_multiplier: int = 1
     plan: SearchPlan = DENSE
+    # Answers from the same chunks when the generator's answer is unusable (it echoes the prompt
+    # or is degenerate); None serves an abstention instead (generation.fallback).
+    fallback: Generator | None = None
+
+    @classmethod
+    def from_settings(
+        cls, settings: Settings, index: VectorIndex, embedder: TextEmbedder, prompt: PromptTemplate
+    ) -> Parts:
+        """The parts the settings choose, over an opened index: ``ask``, the API, evaluations
+        and the model benchmark all answer with these."""
+        from tasks.generation.backends import fallback_from_settings, generator_from_settings
+        from tasks.retrieval import search_plan
+
+        return cls(
+            index=index,
+            embedder=embedder,
+            generator=generator_from_settings(settings, embedder),
+            prompt=prompt,
+            guard=GuardConfig.from_settings(settings),
+            fetch_multiplier=settings.retrieval.fetch_multiplier,
+            plan=search_plan(settings, index),
+            fallback=fallback_from_settings(settings, embedder),
+        )
 
 
 @dataclass(frozen=True)
@@ -101,6 +125,7 @@ class Answered:
     trace_id: str | None = None
     stored_question: str = ""  # the question as stored copies keep it
     guard_ms: float = 0.0
+    replaced: Answer | None = None  # the generator's unusable answer, when the fallback's served
 
     def close_trace(self, tags: dict[str, str]) -> Callable[[], None]:
         """Finish the trace with the served answer; the callable writes it (a no-op untraced)."""
@@ -164,25 +189,82 @@ def answer_question(
         }
         _set(generated, attributes={SpanAttributeKey.CHAT_USAGE: usage})
     with _step(traced, "guardrails", SpanType.GUARDRAIL) as span:
-        guard, begun = parts.guard, time.perf_counter()
-        verdict = guard_answer(
-            answer.text,
-            [hit.text for hit in chunks],
-            toxicity_threshold=guard.toxicity_threshold,
-            pii_action=guard.pii_action,
-            support_threshold=guard.support_threshold,
-            withheld=withheld,
-            pii=guard.pii,
-            abstained=answer.abstained,
-        )
-        guard_ms = (time.perf_counter() - begun) * 1000
-        # The spans are written after the verdict: they keep what was served (unless
-        # tracing.keep_raw), never the raw text the guardrails redacted or withheld.
+        begun = time.perf_counter()
+        verdict = _guard(parts.guard, answer, chunks, withheld)
+        # The spans are written before any fallback: they keep what the model said as stored
+        # copies keep it (redacted unless tracing.keep_raw), and the verdict on what was served.
         stored_answer = {"answer": keeping.answer(answer.text, verdict.answer)}
         _set(generated, outputs=stored_answer)
+        replaced = None
+        if parts.fallback is not None and _unusable(verdict):
+            replaced = answer
+            answer = _fall_back(parts.fallback, question, chunks, parts.prompt, retrieval, answer)
+            verdict = _guard(parts.guard, answer, chunks, withheld, replaced=verdict)
+        guard_ms = (time.perf_counter() - begun) * 1000
         _set(span, outputs=verdict.as_dict(), inputs=stored_answer)
     trace_id = traced.trace_id if traced else None
-    return Answered(retrieval, answer, verdict, chunks, traced, trace_id, stored_question, guard_ms)
+    return Answered(
+        retrieval, answer, verdict, chunks, traced, trace_id, stored_question, guard_ms, replaced
+    )
+
+
+def _guard(
+    guard: GuardConfig,
+    answer: Answer,
+    chunks: Sequence[Hit],
+    withheld: dict[str, list[str]],
+    *,
+    replaced: Verdict | None = None,
+) -> Verdict:
+    """The guardrails' verdict on ``answer``; after a fallback (``replaced``: the verdict on the
+    unusable answer) that verdict's reasons come first, saying what was served instead, and a
+    clean fallback is a ``warning``, not a pass."""
+    verdict = guard_answer(
+        answer.text,
+        [hit.text for hit in chunks],
+        toxicity_threshold=guard.toxicity_threshold,
+        pii_action=guard.pii_action,
+        support_threshold=guard.support_threshold,
+        withheld=withheld if replaced is None else None,
+        pii=guard.pii,
+        abstained=answer.abstained,
+    )
+    if replaced is not None:
+        served = f": the {answer.extras['fallback']} answer served instead"
+        kept = [r + served if reason_kind(r) in _UNUSABLE else r for r in replaced.reasons]
+        verdict.reasons = [*kept, *verdict.reasons]
+        verdict.withheld_chunks = replaced.withheld_chunks
+        verdict.status = "warning" if verdict.status == "pass" else verdict.status
+    return verdict
+
+
+_UNUSABLE = frozenset({"echo", "degenerate"})
+
+
+def _unusable(verdict: Verdict) -> bool:
+    return verdict.status == "fail" and any(reason_kind(r) in _UNUSABLE for r in verdict.reasons)
+
+
+def _fall_back(
+    fallback: Generator,
+    question: str,
+    chunks: list[Hit],
+    prompt: PromptTemplate,
+    retrieval: Retrieval,
+    unusable: Answer,
+) -> Answer:
+    """The fallback's answer from the same chunks, with the model's tokens and time added: they
+    were spent, and cost and latency must say so."""
+    served = fallback.generate(question, chunks, prompt, retrieval.vector)
+    return replace(
+        served,
+        prompt_tokens=unusable.prompt_tokens + served.prompt_tokens,
+        completion_tokens=unusable.completion_tokens + served.completion_tokens,
+        generate_ms=unusable.generate_ms + served.generate_ms,
+        cpu_seconds=unusable.cpu_seconds + served.cpu_seconds,
+        generator=unusable.generator,
+        extras={**unusable.extras, "fallback": fallback.name},
+    )
 
 
 def answer_many(

@@ -99,9 +99,9 @@ class RetrievalSettings(BaseModel):
         3, ge=1, description="chunks fetched per wanted document when ranking documents"
     )
     mode: Literal["dense", "lexical", "hybrid"] = Field(
-        "dense",
-        description="dense: embedding similarity; lexical: BM25 over the chunk text; hybrid:"
-        " both, fused (retrieval.fusion)",
+        "hybrid",
+        description="dense: embedding similarity; lexical: BM25 over the chunk text; hybrid"
+        " (default, measured best: docs/answering.md): both, fused (retrieval.fusion)",
     )
     fusion: Literal["convex", "rrf"] = Field(
         "convex",
@@ -210,6 +210,11 @@ class GenerationSettings(BaseModel):
         ge=0,
         description="local and openai: tokens of retrieved text the model reads at most, the"
         " sentences closest to the question first (0: every retrieved chunk whole)",
+    )
+    fallback: Literal["extractive", "abstain"] = Field(
+        "extractive",
+        description="local and openai: what is served when the model's answer echoes the prompt"
+        " or is degenerate: the extractive answer from the same chunks, or an abstention",
     )
 
 

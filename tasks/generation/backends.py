@@ -17,7 +17,7 @@ from tasks.generation.extractive import (
 )
 from tasks.models import model_file
 
-__all__ = ["generator_from_settings", "judge_from_settings"]
+__all__ = ["fallback_from_settings", "generator_from_settings", "judge_from_settings"]
 
 
 def generator_from_settings(settings: Settings, embedder: Any) -> Generator:
@@ -51,6 +51,20 @@ def generator_from_settings(settings: Settings, embedder: Any) -> Generator:
             stop=config.stop,
             context_budget=_context_budget(config, embedder),
         )
+    return _extractive(config, embedder)
+
+
+def fallback_from_settings(settings: Settings, embedder: Any) -> Generator | None:
+    """What answers when a model's answer is unusable (``generation.fallback``): the extractive
+    backend over the same chunks, or None for an abstention (and for the extractive backend,
+    whose answers are never unusable in that way)."""
+    config = settings.generation
+    if config.backend == "extractive" or config.fallback == "abstain":
+        return None
+    return _extractive(config, embedder)
+
+
+def _extractive(config: GenerationSettings, embedder: Any) -> ExtractiveGenerator:
     return ExtractiveGenerator(
         embedder,
         token_counter(embedder),

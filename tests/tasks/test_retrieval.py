@@ -305,9 +305,13 @@ def test_retrieval_mode_is_served_config_but_not_index_config(settings: Settings
     from tasks.challengers import share_key
     from tasks.versions import serving_config
 
-    live = serving_config(settings)
+    live = serving_config(settings.with_overrides({"retrieval": {"mode": "dense"}}))
     hybrid = serving_config(settings.with_overrides({"retrieval": {"mode": "hybrid"}}))
-    int8 = serving_config(settings.with_overrides({"embedding": {"backend": "onnx-int8"}}))
+    int8 = serving_config(
+        settings.with_overrides(
+            {"retrieval": {"mode": "dense"}, "embedding": {"backend": "onnx-int8"}}
+        )
+    )
     assert live["retrieval"]["mode"] == "dense" and hybrid["retrieval"]["mode"] == "hybrid"
     assert hybrid != live
     assert share_key("corpus", hybrid) == share_key("corpus", live)
