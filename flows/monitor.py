@@ -33,8 +33,9 @@ from tasks.monitoring import (
 )
 from tasks.promotion import gate_names
 from tasks.tracking.flow_runs import describe_flow_run, run_tags
-from tasks.tracking.plots import plot_quality_over_time
+from tasks.tracking.plots import plot_production_over_time, plot_quality_over_time
 from tasks.tracking.runs import mlflow_client, record_decision_task
+from tasks.tracking.series import append_production_task
 from tasks.versions import resolve_serving
 
 __all__ = ["QUALITY_DROPPED", "MonitorRequest", "monitor"]
@@ -161,6 +162,22 @@ def monitor(request: MonitorRequest) -> dict[str, Any]:
         quality_plot_path(settings),
         log_to_run=decision_run,
     )
+    # Production as lines over time: the figures appended to the index's production run.
+    production_run = append_production_task(
+        settings.mlflow_tracking_uri,
+        settings.mlflow_artifact_location,
+        f"{prefix}-lifecycle",
+        settings.chroma.collection,
+        production.series(),
+        time.time(),
+    )
+    plot_production_over_time(
+        settings.mlflow_tracking_uri,
+        production_run,
+        settings.chroma.collection,
+        production_plot_path(settings),
+        log_to_run=decision_run,
+    )
     describe_flow_run(
         f"monitor · {checks.decision}",
         run_tags(
@@ -200,6 +217,11 @@ def monitor(request: MonitorRequest) -> dict[str, Any]:
         "live_version": live.version if live else None,
         "triggered": triggered,
     }
+
+
+def production_plot_path(settings: Settings) -> Path:
+    """Where the monitor draws production over time (also on its MLflow run)."""
+    return settings.data_dir / "plots" / f"monitor-production-{settings.chroma.collection}.png"
 
 
 def quality_plot_path(settings: Settings) -> Path:

@@ -50,6 +50,22 @@ class ProductionFigures:
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    def series(self) -> dict[str, float]:
+        """The figures a monitor run adds to the production time series (NaN: not measured)."""
+        shift = self.question_shift
+        return {
+            "queries": float(self.queries),
+            "negative_feedback_rate": self.negative_feedback_rate,
+            "guardrail_fail_rate": self.guardrail_fail_rate,
+            "guardrail_warning_rate": self.guardrail_warning_rate,
+            "abstention_rate": self.abstention_rate,
+            "latency_p95_ms": self.latency_p95_ms,
+            "tokens_per_day": self.tokens_per_day,
+            "cost_per_day_usd": self.cost_per_day_usd,
+            "uncovered_question_share": shift.get("uncovered_share", math.nan),
+            "question_shift_mmd2": shift.get("mmd2", math.nan),
+        }
+
 
 def production_figures(
     records: Sequence[Mapping[str, Any]],

@@ -11,10 +11,12 @@ from typing import Any
 
 from tasks.tracking.metric_names import read_metric
 from tasks.tracking.runs import mlflow_client
+from tasks.tracking.series import production_series
 
 __all__ = [
     "TimedQuality",
     "VersionQuality",
+    "plot_production_over_time",
     "plot_quality_by_version",
     "plot_quality_over_time",
     "quality_by_version",
@@ -186,3 +188,58 @@ def plot_quality_over_time(
     axis.set_title(f"{experiment}: quality of the live index over time")
     figure.autofmt_xdate()
     return _save(figure, axis, path, client, log_to_run)
+
+
+# The production figures drawn, by panel: rates (0..1), p95 latency, and daily cost.
+_RATES = (
+    "negative_feedback_rate",
+    "guardrail_fail_rate",
+    "guardrail_warning_rate",
+    "abstention_rate",
+    "uncovered_question_share",
+)
+
+
+def plot_production_over_time(
+    tracking_uri: str, run_id: str, index: str, path: Path, *, log_to_run: str | None = None
+) -> Path | None:
+    """A PNG of the production series of ``run_id`` (:mod:`tasks.tracking.series`): the rates,
+    the p95 latency and the daily cost, one panel each over time; logged on ``log_to_run``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    series = production_series(
+        tracking_uri, run_id, [*_RATES, "latency_p95_ms", "cost_per_day_usd"]
+    )
+    if not any(series.values()):
+        return None
+    figure, (rates, latency, cost) = plt.subplots(3, 1, figsize=(8, 8), sharex=True)
+    for name in _RATES:
+        if series[name]:
+            rates.plot(*zip(*series[name], strict=True), marker="o", label=name)
+    rates.set_ylim(0, 1.05)
+    rates.set_ylabel("share of answers")
+    rates.legend(loc="upper left", fontsize=8)
+    rates.set_title(f"{index}: production over time (monitor runs)")
+    for axis, name, scale, label in (
+        (latency, "latency_p95_ms", 1000.0, "p95 latency (s)"),
+        (cost, "cost_per_day_usd", 1.0, "cost per day (USD)"),
+    ):
+        if series[name]:
+            times, values = zip(*series[name], strict=True)
+            axis.plot(times, [value / scale for value in values], marker="o")
+        axis.set_ylabel(label)
+        axis.set_ylim(bottom=0)
+    for axis in (rates, latency, cost):
+        axis.grid(alpha=0.3)
+    cost.set_xlabel("monitor run (UTC)")
+    figure.autofmt_xdate()
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+    if log_to_run:
+        mlflow_client(tracking_uri).log_artifact(log_to_run, str(path))
+    return path

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import itertools
 import shutil
 from pathlib import Path
 from typing import Any
@@ -107,8 +108,18 @@ def test_monitor_detects_new_documents_and_the_reindex_recovers_quality(
     )[0]
     assert [a.path for a in client.list_artifacts(verdict.info.run_id)] == [
         "decision.json",
+        "monitor-production-ragcycle.png",
         "monitor-ragcycle.png",
     ]
+    # Each of the three monitor runs appended one point to the index's production series.
+    production = client.search_runs(
+        [lifecycle.experiment_id], filter_string="tags.`ragcycle.kind` = 'production'"
+    )
+    assert [run.info.run_name for run in production] == ["production · ragcycle"]
+    points = client.get_metric_history(production[0].info.run_id, "production/queries")
+    assert sorted(point.step for point in points) == [0, 1, 2]
+    stamps = [point.timestamp for point in sorted(points, key=lambda point: point.step)]
+    assert all(earlier < later for earlier, later in itertools.pairwise(stamps)), stamps
     evaluations = client.get_experiment_by_name("ragcycle-eval-golden")
     history = quality_over_time(client.search_runs([evaluations.experiment_id]))
     assert [quality.version for quality in history] == [1, 1, 2]

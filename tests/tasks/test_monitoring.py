@@ -164,3 +164,28 @@ def test_question_shift_tells_a_moved_distribution_from_a_resample() -> None:
     assert steady["p_value"] > 0.05 and steady["uncovered_share"] == 0.0
     assert moved["p_value"] < 0.01 and moved["uncovered_share"] == 1.0
     assert moved["mmd2"] > steady["mmd2"]
+
+
+def test_production_series_append_one_point_per_monitor_run(tmp_path: Path) -> None:
+    """Points land on one run per index, in order, with their times; a figure not measured
+    (NaN) is a gap, not a zero; the plot draws what was appended."""
+    import math
+
+    from tasks.tracking.plots import plot_production_over_time
+    from tasks.tracking.series import append_production, production_series
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    first = {"queries": 40.0, "guardrail_fail_rate": 0.05, "latency_p95_ms": math.nan}
+    second = {"queries": 55.0, "guardrail_fail_rate": 0.20, "latency_p95_ms": 7400.0}
+    run = append_production(uri, None, "ragcycle-lifecycle", "docs", first, 1_800_000_000.0)
+    again = append_production(uri, None, "ragcycle-lifecycle", "docs", second, 1_800_003_600.0)
+    other = append_production(uri, None, "ragcycle-lifecycle", "faq", first, 1_800_000_000.0)
+    assert again == run and other != run
+
+    series = production_series(uri, run, ["queries", "guardrail_fail_rate", "latency_p95_ms"])
+    assert [value for _, value in series["guardrail_fail_rate"]] == [0.05, 0.20]
+    assert [when.timestamp() for when, _ in series["queries"]] == [1_800_000_000.0, 1_800_003_600.0]
+    assert [value for _, value in series["latency_p95_ms"]] == [7400.0]
+
+    drawn = plot_production_over_time(uri, run, "docs", tmp_path / "production.png")
+    assert drawn is not None and drawn.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
