@@ -1,6 +1,7 @@
-"""A real Prometheus (Debian's package) scrapes a real ``ragcycle api`` with the configuration and
-alert rules that docker/ ships, and the series it stores are the traffic that was sent; the
-Grafana dashboard and the alerts query only series the API exports."""
+"""The dashboards of production, after real traffic to a real ``ragcycle api``: a real Prometheus
+(Debian's package) scrapes it with the configuration and alert rules that docker/ ships and
+stores the traffic that was sent; the Grafana dashboard and the alerts query only series the
+API exports; MLflow's Overview tab, in headless Chromium, charts the same traffic's traces."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +21,7 @@ import pytest
 import yaml
 
 from ragcycle.api.metrics import ApiMetrics
+from scripts.traffic import send_traffic
 from tests.conftest import REPO, free_port, own_cache_env
 from tests.servers import running
 
@@ -112,50 +116,149 @@ def value_of(url: str, expression: str) -> float | None:
     return float(result[0]["value"][1]) if result else None
 
 
+@dataclass(frozen=True)
+class Served:
+    """A running ``ragcycle api`` over the shared API data dir, after real traffic."""
+
+    url: str
+    port: int
+    tally: dict[str, Any]
+    live_version: int
+    traces_before: int
+
+
+def serving_traces(data: Path) -> int:
+    from mlflow import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{data / 'mlflow.db'}")
+    serving = client.get_experiment_by_name("ragcycle-serving")
+    if serving is None:
+        return 0
+    return len(client.search_traces(locations=[serving.experiment_id], max_results=1000))
+
+
+@pytest.fixture(scope="module")
+def served(api_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    """The API started on the shared data dir, sent six questions by ``scripts/traffic.py``
+    (with feedback on some answers) and one request without the key."""
+    folder = tmp_path_factory.mktemp("served")
+    port = free_port()
+    config = folder / "ragcycle.toml"
+    config.write_text(f'data_dir = "{api_data}"\n[api]\nport = {port}\n')
+    url = f"http://127.0.0.1:{port}"
+    env = {k: v for k, v in own_cache_env().items() if k != "PREFECT_HOME"}
+    env["RAGCYCLE_API__API_KEY"] = KEY
+    command = [sys.executable, "-m", "ragcycle.cli", "api", "-c", str(config)]
+    before = serving_traces(api_data)
+    with running(command, f"{url}/health", log=folder / "api.log", env=env):
+        questions = [("When do background tasks run?", True), ("Who signs release tags?", True)]
+        with httpx.Client(base_url=url, headers={"X-API-Key": KEY}, timeout=60) as client:
+            tally = send_traffic(client, questions, 6, feedback_share=0.5, seed=3)
+            live = client.get("/status").json()["live_version"]
+        assert httpx.post(f"{url}/ask", json={"question": "no key"}, timeout=60).status_code == 401
+        yield Served(url, port, tally, live, before)
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(PROMETHEUS is None, reason=NO_PROMETHEUS)
 def test_a_real_prometheus_stores_the_traffic_the_api_served(
-    api_data: Path, tmp_path: Path
+    served: Served, tmp_path: Path
 ) -> None:
-    api_port, prometheus_port = free_port(), free_port()
-    config = tmp_path / "ragcycle.toml"
-    config.write_text(f'data_dir = "{api_data}"\n[api]\nport = {api_port}\n')
-    api = f"http://127.0.0.1:{api_port}"
-    env = {k: v for k, v in own_cache_env().items() if k != "PREFECT_HOME"}
-    env["RAGCYCLE_API__API_KEY"] = KEY
-    prometheus = f"http://127.0.0.1:{prometheus_port}"
+    tally = served.tally
+    assert tally["statuses"] == {"200": 6}, tally
+    assert sum(tally["verdicts"].values()) == 6
+    rated = sum(tally["feedback"].values())
+    assert 0 < rated < 6 and set(tally["feedback"]) <= {"up", "down"}, tally
+    prometheus = f"http://127.0.0.1:{free_port()}"
     command = [
         str(PROMETHEUS),
-        f"--config.file={local_config(tmp_path, api_port)}",
+        f"--config.file={local_config(tmp_path, served.port)}",
         f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-        f"--web.listen-address=127.0.0.1:{prometheus_port}",
+        f"--web.listen-address={prometheus.removeprefix('http://')}",
     ]
-    api_command = [sys.executable, "-m", "ragcycle.cli", "api", "-c", str(config)]
-    with (
-        running(api_command, f"{api}/health", log=tmp_path / "api.log", env=env),
-        running(command, f"{prometheus}/-/ready", log=tmp_path / "prometheus.log", timeout=60),
-    ):
-        questions = ["When do background tasks run?", "Who signs release tags?"] * 3
-        for question in questions:
-            sent = httpx.post(
-                f"{api}/ask", json={"question": question}, headers={"X-API-Key": KEY}, timeout=60
-            )
-            assert sent.status_code == 200, sent.text
-        assert httpx.post(f"{api}/ask", json={"question": "no key"}, timeout=60).status_code == 401
-        live = httpx.get(f"{api}/status", headers={"X-API-Key": KEY}, timeout=60).json()
-
+    with running(command, f"{prometheus}/-/ready", log=tmp_path / "prometheus.log", timeout=60):
+        # Counters are totals since the API started: the first scrape holds all the traffic.
         asked = 'ragcycle_requests_total{route="/ask",status="200"}'
         deadline = time.monotonic() + 60
-        while value_of(prometheus, asked) != len(questions) and time.monotonic() < deadline:
+        while value_of(prometheus, asked) != 6 and time.monotonic() < deadline:
             time.sleep(0.5)
-        assert value_of(prometheus, asked) == len(questions)
+        assert value_of(prometheus, asked) == 6
         refused = 'ragcycle_requests_total{route="/ask",status="401"}'
         assert value_of(prometheus, refused) == 1
-        assert value_of(prometheus, "sum(ragcycle_answers_total)") == len(questions)
+        assert value_of(prometheus, "sum(ragcycle_answers_total)") == 6
+        feedback = 'sum(ragcycle_requests_total{route="/feedback",status="200"})'
+        assert value_of(prometheus, feedback) == rated
         assert value_of(prometheus, 'ragcycle_request_seconds_count{route="/ask"}') == 7
-        assert value_of(prometheus, "ragcycle_live_index_version") == live["live_version"]
+        assert value_of(prometheus, "ragcycle_live_index_version") == served.live_version
         targets = httpx.get(f"{prometheus}/api/v1/targets", timeout=10).json()
         assert [t["health"] for t in targets["data"]["activeTargets"]] == ["up"]
         rules = httpx.get(f"{prometheus}/api/v1/rules", timeout=10).json()
         loaded = {rule["name"] for g in rules["data"]["groups"] for rule in g["rules"]}
         assert loaded == {"RagcycleGuardrailFailRate", "RagcycleAnswerLatencyP95"}
+
+
+CHROMIUM = shutil.which("chromium")
+NO_CHROMIUM = "Chromium is not installed (Debian: apt-get install chromium; .ci/run does)"
+
+
+def overview_texts(
+    mlflow: str, experiment_id: str, shots: Path, ready: dict[str, re.Pattern[str]]
+) -> dict[str, str]:
+    """The text each Overview view (``ready``'s keys: usage, quality) shows once it matches
+    ``ready`` (its charts load one by one) or after a minute, and a screenshot of each."""
+    from playwright.sync_api import sync_playwright
+
+    from scripts.screenshots import CHROMIUM_FLAGS, CLOSED_ASSISTANT
+
+    texts: dict[str, str] = {}
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
+        context = browser.new_context(viewport={"width": 1440, "height": 1000})
+        context.add_init_script(CLOSED_ASSISTANT)
+        for view, drawn in ready.items():
+            tab = context.new_page()
+            tab.goto(f"{mlflow}/#/experiments/{experiment_id}/overview/{view}")
+            deadline = time.monotonic() + 60
+            while not drawn.search(text := tab.inner_text("body")) and time.monotonic() < deadline:
+                tab.wait_for_timeout(500)
+            texts[view] = text
+            tab.screenshot(path=str(shots / f"overview-{view}.png"), full_page=True)
+        browser.close()
+    return texts
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(CHROMIUM is None, reason=NO_CHROMIUM)
+def test_the_mlflow_overview_tab_charts_the_served_traffic(
+    served: Served, api_data: Path, tmp_path: Path
+) -> None:
+    """The serving experiment's Overview tab, in a browser, counts every served answer's trace,
+    sums their tokens and charts the guardrails' verdict as a quality assessment."""
+    from mlflow import MlflowClient
+
+    deadline = time.monotonic() + 60  # the API writes traces in the background
+    while serving_traces(api_data) < served.traces_before + 6 and time.monotonic() < deadline:
+        time.sleep(0.5)
+    traces = serving_traces(api_data)
+    assert traces >= served.traces_before + 6
+    store = f"sqlite:///{api_data / 'mlflow.db'}"
+    experiment = MlflowClient(store).get_experiment_by_name("ragcycle-serving")
+    assert experiment is not None
+    port = free_port()
+    mlflow = f"http://127.0.0.1:{port}"
+    command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", store]
+    command += ["--host", "127.0.0.1", "--port", str(port)]
+    counted = re.compile(
+        rf"Traces\n{traces}\n[\s\S]*Token Usage\n(\S+) \((\S+) input, (\S+) output\)"
+    )
+    assessed = re.compile(rf"guardrails\n{traces}\n")  # the verdict, on every trace
+    with running(command, f"{mlflow}/health", log=tmp_path / "mlflow.log", cwd=tmp_path):
+        ready = {"usage": counted, "quality": assessed}
+        texts = overview_texts(mlflow, experiment.experiment_id, tmp_path, ready)
+
+    usage, quality = texts["usage"], texts["quality"]
+    tokens = counted.search(usage)
+    assert tokens is not None and tokens.group(1) != "0", usage[:1500]
+    assert assessed.search(quality), quality[:1500]
+    for status in served.tally["verdicts"]:
+        assert f'"{status}"' in quality, quality[:1500]
