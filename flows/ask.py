@@ -92,7 +92,7 @@ class Asker:
         self.index: VectorIndex = self.parts.index
         self._plans = {self.parts.plan.mode: self.parts.plan}
         self._plans_lock = threading.Lock()
-        self.log = QueryLog(settings.data_dir / "query_log.sqlite")
+        self.log = QueryLog(settings.query_log_path)
         self.record = record or self.log.append
         self.ship = ship
         generator = self.parts.generator

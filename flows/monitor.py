@@ -111,7 +111,8 @@ def monitor(request: MonitorRequest) -> dict[str, Any]:
         built_snapshot=live.tags.get("corpus_snapshot") if live else None,
         unindexed=unindexed_of(live.tags.get("unindexed", "")) if live else {},
     )
-    queries = QueryLog(settings.data_dir / "query_log.sqlite").recent(life.query_window)
+    log = QueryLog(settings.query_log_path)
+    queries = log.recent(life.query_window)
     checks = run_checks_task(
         result["metrics"],
         thresholds,
@@ -124,7 +125,6 @@ def monitor(request: MonitorRequest) -> dict[str, Any]:
         result.get("uncalibrated_metrics", []),
     )
     limits = life.production
-    log = QueryLog(settings.data_dir / "query_log.sqlite")
     production = measure_production_task(
         log.recent(limit=100_000, since=time.time() - limits.window_hours * 3600),
         log.ratings(),

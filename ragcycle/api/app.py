@@ -93,7 +93,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             max_delay=chosen.tracing.max_delay_seconds,
         )
         holder["shipper"] = shipper
-        writer = QueryLogWriter(QueryLog(chosen.data_dir / "query_log.sqlite"))
+        writer = QueryLogWriter(QueryLog(chosen.query_log_path))
         holder["writer"] = writer
         live = await run_in_threadpool(_live_asker, chosen, shipper, writer)
         holder["asker"] = live

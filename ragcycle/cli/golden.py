@@ -32,7 +32,7 @@ def _candidates(settings: Settings, limit: int, dataset: Path | None) -> list[di
     from tasks.audit import QueryLog, golden_candidates, question_key
     from tasks.evaluation.golden import load_golden
 
-    log = QueryLog(settings.data_dir / "query_log.sqlite")
+    log = QueryLog(settings.query_log_path)
     skip = log.reviewed()
     if dataset is not None and dataset.exists():
         skip |= {question_key(item.question) for item in load_golden(dataset).items}
@@ -91,7 +91,7 @@ def review(
         raise fail(
             ConfigError("no golden set to grow: pass --dataset or set lifecycle.golden_dataset")
         )
-    log = QueryLog(settings.data_dir / "query_log.sqlite")
+    log = QueryLog(settings.query_log_path)
     queue = _candidates(settings, limit, target)
     if not queue:
         console.print("No candidates: nothing users asked needs review.")

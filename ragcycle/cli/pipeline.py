@@ -315,7 +315,7 @@ def audit(
     settings = settings_for(config)
     from tasks.audit import QueryLog
 
-    record = QueryLog(settings.data_dir / "query_log.sqlite").get(query_id)
+    record = QueryLog(settings.query_log_path).get(query_id)
     if record is None:
         raise fail(RagcycleError(f"no answer with query_id {query_id} in the query log"))
     if as_json:

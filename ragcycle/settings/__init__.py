@@ -167,6 +167,11 @@ class Settings(BaseSettings):
         return (self.prefect.home or self.data_dir / "prefect").resolve()
 
     @property
+    def query_log_path(self) -> Path:
+        """The query log: every served answer, its verdict and its users' feedback."""
+        return (self.data_dir / "query_log.sqlite").resolve()
+
+    @property
     def cache_dir(self) -> Path:
         return (self.data_dir / "cache").resolve()
 
