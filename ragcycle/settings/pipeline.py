@@ -162,7 +162,9 @@ class GenerationSettings(BaseModel):
     # one <= 0.323 (a "how many" question against a short table of numbers); 0.3 let that one
     # through.
     min_score: float = Field(
-        0.35, description="best retrieval score below which the answer is 'I don't know'"
+        0.35,
+        description="best retrieval score below which the answer is 'I don't know', whatever"
+        " the backend (a model is not asked)",
     )
     local_model: str = Field(
         "smollm2-135m", description="local: catalogue model (`ragcycle models list`)"

@@ -37,6 +37,7 @@ def generator_from_settings(settings: Settings, embedder: Any) -> Generator:
             stop=config.stop,
             repeat_penalty=config.repeat_penalty,
             context_budget=_context_budget(config, embedder),
+            min_score=config.min_score,
         )
     if config.backend == "openai":
         return OpenAIChatGenerator(
@@ -50,6 +51,7 @@ def generator_from_settings(settings: Settings, embedder: Any) -> Generator:
             max_tokens=config.max_tokens,
             stop=config.stop,
             context_budget=_context_budget(config, embedder),
+            min_score=config.min_score,
         )
     return _extractive(config, embedder)
 

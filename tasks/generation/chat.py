@@ -73,6 +73,7 @@ class OpenAIChatGenerator:
         stop: Sequence[str] = (),
         extra_body: dict[str, Any] | None = None,
         context_budget: ContextBudget | None = None,
+        min_score: float = 0.0,
     ) -> None:
         if not base_url.startswith(("http://", "https://")):
             raise ConfigError(f"generation.base_url must be an http(s) URL, got {base_url!r}")
@@ -84,6 +85,7 @@ class OpenAIChatGenerator:
         self.stop = list(stop)
         self.extra_body = dict(extra_body or {})
         self.context_budget = context_budget
+        self.min_score = min_score
         self.sha256: str | None = None
         self.backoff_seconds = backoff_seconds
         headers = {"Content-Type": "application/json"}
@@ -109,6 +111,21 @@ class OpenAIChatGenerator:
         seed: int | None = None,
     ) -> Answer:
         started = time.perf_counter()
+        if self.min_score > 0 and max((hit.score for hit in hits), default=0.0) < self.min_score:
+            # Nothing retrieved is close enough to hold the answer (generation.min_score, the
+            # extractive backend's rule): say so rather than let the model guess.
+            return Answer(
+                question=question,
+                text=DONT_KNOW,
+                sources=[],
+                abstained=True,
+                prompt_tokens=0,
+                completion_tokens=0,
+                generate_ms=(time.perf_counter() - started) * 1000,
+                generator=f"{self.name}:{self.model}",
+                prompt=prompt.uri,
+                extras={"below_min_score": True},
+            )
         if self.context_budget is not None:
             hits = self.context_budget.trim(question, question_vector, hits)
         rendered = prompt.format(question=question, context=build_context(hits))

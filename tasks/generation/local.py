@@ -85,6 +85,7 @@ class LocalGenerator(OpenAIChatGenerator):
         stop: Sequence[str] = (),
         repeat_penalty: float = 1.0,
         context_budget: ContextBudget | None = None,
+        min_score: float = 0.0,
     ) -> None:
         loaded = local_server(str(model.path), context_size, threads, batch_threads)
         super().__init__(
@@ -100,6 +101,7 @@ class LocalGenerator(OpenAIChatGenerator):
             # llama.cpp's own sampling parameter, beside the OpenAI ones it accepts.
             extra_body={"repeat_penalty": repeat_penalty} if repeat_penalty != 1.0 else None,
             context_budget=context_budget,
+            min_score=min_score,
         )
         self.sha256 = model.sha256
         self.path = Path(model.path)

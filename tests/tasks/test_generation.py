@@ -91,6 +91,23 @@ def test_openai_backend_answers_with_usage_and_citations(fast_retry: dict[str, A
     assert server.headers[0]["Authorization"] == "Bearer sk-test-123"
 
 
+def test_below_min_score_the_model_is_not_asked_and_the_answer_abstains(
+    fast_retry: dict[str, Any],
+) -> None:
+    """The extractive backend's rule holds for a model too: when nothing retrieved is close
+    enough, the answer says so and the endpoint gets no request."""
+    far = [hit("Berlin is in Germany.", 0.31, "de.md"), hit("Rome is old.", 0.2, "it.md")]
+    close = [hit("Paris is the capital of France.", 0.36, "france.md")]
+    with ChatServer([(200, completion("Paris [1]."), 0.0)]) as server:
+        generator = OpenAIChatGenerator(server.url, "test-model", min_score=0.35, **fast_retry)
+        declined = generator.generate("Capital of France?", far, PROMPT, np.zeros(3))
+        assert server.requests == []
+        answered = generator.generate("Capital of France?", close, PROMPT, np.zeros(3))
+    assert declined.abstained and declined.text == DONT_KNOW and declined.sources == []
+    assert declined.prompt_tokens == 0 and declined.extras == {"below_min_score": True}
+    assert len(server.requests) == 1 and answered.text == "Paris [1]."
+
+
 def test_openai_backend_retries_429_and_500_then_succeeds(fast_retry: dict[str, Any]) -> None:
     script = [
         (429, {"error": "slow down"}, 0.0),
