@@ -23,7 +23,7 @@ from tasks.answering import (
 )
 from tasks.audit import QueryLog
 from tasks.embedding import embedder_from_settings
-from tasks.evaluation.scoring import answer_cost, scoring_config
+from tasks.evaluation.scoring import answer_cost_parts, scoring_config
 from tasks.generation.answers import Answer, generator_identity
 from tasks.generation.prompts import load_prompt
 from tasks.indexing.store import VectorIndex, open_index
@@ -156,7 +156,13 @@ class Asker:
         result = _result(answered, generator_identity(self.parts.generator))
         result.index_version = self.version
         result.trace_id = answered.trace_id
-        result.cost_usd = answer_cost(answered.answer, self.pricing)
+        reading, writing = answer_cost_parts(answered.answer, self.pricing)
+        result.cost_usd = reading + writing
+        if answered.trace is not None:  # where MLflow's Overview tab sums the cost
+            from mlflow.tracing.constant import SpanAttributeKey
+
+            cost = {"input_cost": reading, "output_cost": writing, "total_cost": result.cost_usd}
+            answered.trace.annotate("generate", {SpanAttributeKey.LLM_COST: cost})
         result.query_id = self.record(
             {
                 **_log_record(self.index.name, answered.retrieval, answered.answer, result),

@@ -96,6 +96,10 @@ def test_each_answer_is_a_trace_with_spans_tags_and_the_users_feedback(
     assert spans["retrieve"].outputs[0]["metadata"]["doc_uri"] == "tasks.md"
     assert spans["generate"].span_type == "CHAT_MODEL"
     assert spans["generate"].get_attribute("mlflow.chat.tokenUsage")["output_tokens"] > 0
+    # The answer's cost where MLflow's cost views sum it: the same figure the API returned.
+    cost = spans["generate"].get_attribute("mlflow.llm.cost")
+    assert cost["total_cost"] == pytest.approx(answer["cost_usd"])
+    assert cost["input_cost"] + cost["output_cost"] == pytest.approx(cost["total_cost"])
     assert spans["guardrails"].outputs["status"] == "pass"
     tags = trace.info.tags
     assert tags["ragcycle.index_version"] == "2" and tags["ragcycle.origin"] == "api"

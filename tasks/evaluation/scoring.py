@@ -38,6 +38,7 @@ __all__ = [
     "ScoringConfig",
     "Summary",
     "answer_cost",
+    "answer_cost_parts",
     "score_row",
     "score_rows",
     "score_rows_task",
@@ -93,11 +94,17 @@ def scoring_config(
 def answer_cost(answer: Any, config: ScoringConfig) -> float:
     """USD of one answer: API models cost their tokens; a local model costs the CPU time it
     took on this machine."""
-    tokens = (
-        answer.prompt_tokens * config.price_prompt_per_mtok
-        + answer.completion_tokens * config.price_completion_per_mtok
-    )
-    return float(tokens / 1e6 + answer.cpu_seconds * config.price_cpu_hour / 3600)
+    reading, writing = answer_cost_parts(answer, config)
+    return reading + writing
+
+
+def answer_cost_parts(answer: Any, config: ScoringConfig) -> tuple[float, float]:
+    """USD of one answer's input and output, as MLflow's cost views split it: the prompt's
+    tokens, and the completion's tokens plus the CPU time (llama.cpp times both phases as one
+    answer, so a local model's CPU cost is counted as output)."""
+    reading = answer.prompt_tokens * config.price_prompt_per_mtok / 1e6
+    writing = answer.completion_tokens * config.price_completion_per_mtok / 1e6
+    return float(reading), float(writing + answer.cpu_seconds * config.price_cpu_hour / 3600)
 
 
 def score_row(

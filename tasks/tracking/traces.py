@@ -79,6 +79,11 @@ class QueryTrace:
             metadata=metadata,
         )
 
+    def annotate(self, stage: str, attributes: dict[str, Any]) -> None:
+        """Add ``attributes`` to a recorded stage's span: a figure known only once the answer
+        is complete (its cost)."""
+        next(s for s in self._stages if s.name == stage).set_attributes(attributes)
+
     @contextmanager
     def step(
         self,

@@ -393,3 +393,18 @@ def test_answer_metrics_describe_the_served_answer() -> None:
     # Production counts phone numbers only: the e-mail address is no finding there.
     _, phones_only = _scored(text, entities=("PHONE_NUMBER",))
     assert phones_only["pii_in_answer"] == 0.0 and phones_only["answer"] == text
+
+
+def test_an_answers_cost_splits_into_input_and_output_as_mlflow_sums_it() -> None:
+    """Tokens at their prices; a local model's CPU time is output (one timing for both phases)."""
+    from types import SimpleNamespace
+
+    from tasks.evaluation.scoring import ScoringConfig, answer_cost, answer_cost_parts
+
+    api = ScoringConfig(k=5, price_prompt_per_mtok=2.0, price_completion_per_mtok=8.0)
+    answer = SimpleNamespace(prompt_tokens=1_000, completion_tokens=250, cpu_seconds=0.0)
+    assert answer_cost_parts(answer, api) == pytest.approx((0.002, 0.002))
+    local = ScoringConfig(k=5, price_cpu_hour=0.036)
+    answer = SimpleNamespace(prompt_tokens=1_000, completion_tokens=250, cpu_seconds=10.0)
+    assert answer_cost_parts(answer, local) == pytest.approx((0.0, 0.0001))
+    assert answer_cost(answer, local) == pytest.approx(0.0001)
