@@ -34,7 +34,7 @@ from tasks.monitoring import (
 from tasks.promotion import gate_names
 from tasks.tracking.flow_runs import describe_flow_run, run_tags
 from tasks.tracking.plots import plot_production_over_time, plot_quality_over_time
-from tasks.tracking.runs import mlflow_client, record_decision_task
+from tasks.tracking.runs import mlflow_client, record_decision
 from tasks.tracking.series import append_production_task
 from tasks.versions import resolve_serving
 
@@ -141,7 +141,7 @@ def monitor(request: MonitorRequest) -> dict[str, Any]:
         "evaluation_run": result["run_id"],
         "drift": checks.drift,
     }
-    decision_run = record_decision_task(
+    decision_run = record_decision(
         settings.mlflow_tracking_uri,
         settings.mlflow_artifact_location,
         f"{settings.mlflow.experiment_prefix}-lifecycle",

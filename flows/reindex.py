@@ -32,7 +32,7 @@ from tasks.tracking.mlflow_threads import settle_autologging
 from tasks.tracking.runs import (
     end_failed_run,
     mlflow_client,
-    record_decision_task,
+    record_decision,
     start_lifecycle_run,
 )
 from tasks.versions import (
@@ -376,7 +376,7 @@ def _record(
         name,
         run_tags(index=settings.chroma.collection, decision=decision, version=extra.get("version")),
     )
-    recorded = record_decision_task(
+    recorded = record_decision(
         settings.mlflow_tracking_uri,
         settings.mlflow_artifact_location,
         experiment,

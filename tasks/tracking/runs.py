@@ -36,12 +36,14 @@ __all__ = [
     "ensure_experiment",
     "git_sha",
     "latest_runs",
+    "log_decision_task",
     "log_evaluation",
     "log_evaluation_task",
     "log_lifecycle_decision",
     "mlflow_client",
     "prefect_run_tags",
-    "record_decision_task",
+    "publish_decision_task",
+    "record_decision",
     "run_url",
     "start_lifecycle_run",
 ]
@@ -273,13 +275,76 @@ def log_lifecycle_decision(
 
 
 @task(
-    name="record-decision",
+    name="log-decision",
     cache_policy=NO_CACHE,
     retries=2,
     retry_delay_seconds=[2, 10],
     retry_condition_fn=worth_retrying,
 )
-def record_decision_task(
+def log_decision_task(
+    tracking_uri: str,
+    artifact_location: str | None,
+    experiment: str,
+    decision: str,
+    reasons: list[str],
+    params: dict[str, Any],
+    table: list[dict[str, Any]],
+    run_id: str | None = None,
+    run_name: str | None = None,
+    extra: dict[str, Any] | None = None,
+) -> str:
+    """Prefect edge of :func:`log_lifecycle_decision`; retried since a tracking server can
+    blip."""
+    return log_lifecycle_decision(
+        tracking_uri=tracking_uri,
+        artifact_location=artifact_location,
+        experiment=experiment,
+        decision=decision,
+        reasons=reasons,
+        params=params,
+        table=table,
+        run_id=run_id,
+        run_name=run_name,
+        extra=extra,
+    )
+
+
+@task(
+    name="publish-decision",
+    cache_policy=NO_CACHE,
+    retries=2,
+    retry_delay_seconds=[2, 10],
+    retry_condition_fn=worth_retrying,
+)
+def publish_decision_task(
+    experiment: str,
+    title: str,
+    decision: str,
+    reasons: list[str],
+    params: dict[str, Any],
+    table: list[dict[str, Any]],
+    mlflow_run_id: str,
+    link: str | None = None,
+    run_name: str | None = None,
+    mirror: WandbSettings | None = None,
+) -> None:
+    """The recorded decision as a Markdown artifact on the flow run (linking to its MLflow run),
+    and as a W&B run when ``mirror`` is enabled."""
+    publish_decision(experiment, title, decision, reasons, table, link)
+    if mirror is not None and mirror.enabled:
+        mirror_decision(
+            mirror,
+            name=run_name or decision,
+            experiment=experiment,
+            decision=decision,
+            reasons=reasons,
+            params=params,
+            table=table,
+            mlflow_run_id=mlflow_run_id,
+        )
+
+
+def record_decision(
     tracking_uri: str,
     artifact_location: str | None,
     experiment: str,
@@ -294,34 +359,25 @@ def record_decision_task(
     ui_url: str | None = None,
     mirror: WandbSettings | None = None,
 ) -> str:
-    """The decision as an MLflow run and a Markdown artifact on the flow run (linking to the
-    run's page under ``ui_url``, the MLflow UI, when given); also a W&B run when ``mirror``
-    is enabled (``Settings.wandb_mirror``)."""
-    run_id = log_lifecycle_decision(
-        tracking_uri=tracking_uri,
-        artifact_location=artifact_location,
-        experiment=experiment,
-        decision=decision,
-        reasons=reasons,
-        params=params,
-        table=table,
+    """The decision as an MLflow run, then published (a Markdown artifact linking to the run's
+    page under ``ui_url``, and a W&B run when ``mirror`` is enabled, ``Settings.wandb_mirror``).
+    Two tasks, so a retry of the publishing never logs a second MLflow run."""
+    run_id = log_decision_task(
+        tracking_uri,
+        artifact_location,
+        experiment,
+        decision,
+        reasons,
+        params,
+        table,
         run_id=run_id,
         run_name=run_name,
         extra=extra,
     )
     link = run_url(ui_url, tracking_uri, run_id) if ui_url else None
-    publish_decision(experiment, title, decision, reasons, table, link)
-    if mirror is not None and mirror.enabled:
-        mirror_decision(
-            mirror,
-            name=run_name or decision,
-            experiment=experiment,
-            decision=decision,
-            reasons=reasons,
-            params=params,
-            table=table,
-            mlflow_run_id=run_id,
-        )
+    publish_decision_task(
+        experiment, title, decision, reasons, params, table, run_id, link, run_name, mirror
+    )
     return run_id
 
 
