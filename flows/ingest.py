@@ -12,8 +12,7 @@ from concurrent.futures import Executor
 from pathlib import Path
 from typing import Any
 
-from prefect import flow, get_run_logger, task
-from prefect.cache_policies import NO_CACHE
+from prefect import flow, get_run_logger
 from prefect.futures import PrefectFuture, as_completed
 from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import BaseModel, Field
@@ -38,7 +37,7 @@ from tasks.indexing.store import VectorIndex, document_states_task, open_index
 from tasks.indexing.writes import remove_documents_task, write_documents
 from tasks.loading import walk_sources
 from tasks.locking import writer_lock
-from tasks.retrying import worth_retrying
+from tasks.retrying import outage_task
 from tasks.stopping import raise_if_stopped
 from tasks.tracking.flow_runs import describe_flow_run, run_tags
 from tasks.tracking.reports import IngestReport, StageTimer, publish_ingest_report
@@ -121,14 +120,7 @@ def ingest_partition(
     )
 
 
-@task(
-    name="ingest-partition",
-    task_run_name="ingest-{partition.label}",
-    cache_policy=NO_CACHE,
-    retries=2,
-    retry_delay_seconds=[2, 10],
-    retry_condition_fn=worth_retrying,
-)
+@outage_task("ingest-partition", task_run_name="ingest-{partition.label}")
 def ingest_partition_task(
     settings: Settings,
     collection: str,

@@ -11,12 +11,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from prefect import task
-from prefect.cache_policies import NO_CACHE
-
 from ragcycle.errors import ConfigError
 from tasks.indexing.store import Hit
-from tasks.retrying import worth_retrying
+from tasks.retrying import outage_task
 
 __all__ = [
     "DEFAULT_PROMPT",
@@ -117,13 +114,7 @@ def _register_default(name: str, template: str) -> Any:
         return mlflow.genai.load_prompt(f"prompts:/{name}@latest")
 
 
-@task(
-    name="load-prompt",
-    cache_policy=NO_CACHE,
-    retries=2,
-    retry_delay_seconds=[1, 5],
-    retry_condition_fn=worth_retrying,
-)
+@outage_task("load-prompt", delays=(1, 5))
 def load_prompt_task(name: str, version: str | None) -> PromptTemplate:
     """Prefect edge of :func:`load_prompt` (a tracking server can blip)."""
     return load_prompt(name, version)

@@ -17,12 +17,10 @@ from urllib.parse import urlparse
 
 import numpy as np
 from chromadb.errors import InvalidArgumentError
-from prefect import task
-from prefect.cache_policies import NO_CACHE
 
 from ragcycle.errors import ConfigError, FilterError, IndexStoreError
 from ragcycle.settings import HnswSettings, Settings
-from tasks.retrying import worth_retrying
+from tasks.retrying import outage_task
 
 if TYPE_CHECKING:
     from chromadb.api import ClientAPI
@@ -402,13 +400,7 @@ def open_index(
     )
 
 
-@task(
-    name="read-index-state",
-    cache_policy=NO_CACHE,
-    retries=2,
-    retry_delay_seconds=[1, 5],
-    retry_condition_fn=worth_retrying,
-)
+@outage_task("read-index-state", delays=(1, 5))
 def document_states_task(index: VectorIndex) -> dict[str, DocumentState]:
     """Prefect edge of :meth:`VectorIndex.document_states`."""
     return index.document_states()

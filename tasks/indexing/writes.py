@@ -12,13 +12,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from prefect import task
-from prefect.cache_policies import NO_CACHE
 
 from tasks.chunking import Chunk, flatten_chunks
 from tasks.indexing.store import DocumentState, Metadata, VectorIndex
 from tasks.loading import Document
-from tasks.retrying import worth_retrying
+from tasks.retrying import outage_task
 
 __all__ = [
     "WriteResult",
@@ -133,14 +131,7 @@ def remove_documents(
     return len(doomed)
 
 
-@task(
-    name="write-chunks",
-    task_run_name="write-{label}",
-    cache_policy=NO_CACHE,
-    retries=2,
-    retry_delay_seconds=[1, 5],
-    retry_condition_fn=worth_retrying,
-)
+@outage_task("write-chunks", delays=(1, 5), task_run_name="write-{label}")
 def write_documents_task(
     index: VectorIndex,
     documents: list[Document],
@@ -154,13 +145,7 @@ def write_documents_task(
     return write_documents(index, documents, chunks, vectors, states, chunking)
 
 
-@task(
-    name="remove-documents",
-    cache_policy=NO_CACHE,
-    retries=2,
-    retry_delay_seconds=[1, 5],
-    retry_condition_fn=worth_retrying,
-)
+@outage_task("remove-documents", delays=(1, 5))
 def remove_documents_task(
     index: VectorIndex, doc_ids: list[str], states: dict[str, DocumentState]
 ) -> int:

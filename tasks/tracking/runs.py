@@ -18,12 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from prefect import task
-from prefect.cache_policies import NO_CACHE
-
 from ragcycle import jsonout
 from ragcycle.settings import WandbSettings
-from tasks.retrying import worth_retrying
+from tasks.retrying import outage_task
 from tasks.tracking.genai_views import record_in_genai_views
 from tasks.tracking.metric_names import logged_metrics, logged_name
 from tasks.tracking.reports import publish_decision
@@ -191,13 +188,7 @@ def _table_row(row: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-@task(
-    name="log-evaluation",
-    cache_policy=NO_CACHE,
-    retries=2,
-    retry_delay_seconds=[2, 10],
-    retry_condition_fn=worth_retrying,
-)
+@outage_task("log-evaluation")
 def log_evaluation_task(
     record: EvaluationRecord,
     tracking_uri: str,
@@ -274,13 +265,7 @@ def log_lifecycle_decision(
         return str(run.info.run_id)
 
 
-@task(
-    name="log-decision",
-    cache_policy=NO_CACHE,
-    retries=2,
-    retry_delay_seconds=[2, 10],
-    retry_condition_fn=worth_retrying,
-)
+@outage_task("log-decision")
 def log_decision_task(
     tracking_uri: str,
     artifact_location: str | None,
@@ -309,13 +294,7 @@ def log_decision_task(
     )
 
 
-@task(
-    name="publish-decision",
-    cache_policy=NO_CACHE,
-    retries=2,
-    retry_delay_seconds=[2, 10],
-    retry_condition_fn=worth_retrying,
-)
+@outage_task("publish-decision")
 def publish_decision_task(
     experiment: str,
     title: str,

@@ -13,10 +13,7 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from prefect import task
-from prefect.cache_policies import NO_CACHE
-
-from tasks.retrying import worth_retrying
+from tasks.retrying import outage_task
 from tasks.tracking.runs import ensure_experiment, mlflow_client
 
 __all__ = ["PREFIX", "append_production", "append_production_task", "production_series"]
@@ -68,13 +65,7 @@ def append_production(
     return run_id
 
 
-@task(
-    name="append-production",
-    cache_policy=NO_CACHE,
-    retries=2,
-    retry_delay_seconds=[2, 10],
-    retry_condition_fn=worth_retrying,
-)
+@outage_task("append-production")
 def append_production_task(
     tracking_uri: str,
     artifact_location: str | None,
