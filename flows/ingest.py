@@ -45,7 +45,13 @@ from tasks.tracking.runs import log_lifecycle_decision, mlflow_client, start_lif
 from tasks.versions import VersionRegistry, resolve_serving
 from tasks.versions.records import CorpusState, begin_first_version, built_tags, corpus_state
 
-__all__ = ["IngestRequest", "ingest", "ingest_partition", "ingest_partition_task"]
+__all__ = [
+    "IngestRequest",
+    "ingest",
+    "ingest_partition",
+    "ingest_partition_task",
+    "partition_size",
+]
 
 
 class IngestRequest(BaseModel):

@@ -38,7 +38,13 @@ from tasks.tracking.runs import mlflow_client, record_decision
 from tasks.tracking.series import append_production_task
 from tasks.versions import resolve_serving
 
-__all__ = ["QUALITY_DROPPED", "MonitorRequest", "monitor"]
+__all__ = [
+    "QUALITY_DROPPED",
+    "MonitorRequest",
+    "index_resource",
+    "monitor",
+    "quality_plot_path",
+]
 
 QUALITY_DROPPED = "ragcycle.quality.dropped"
 

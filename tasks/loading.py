@@ -26,6 +26,7 @@ from pypdf.errors import FileNotDecryptedError, PdfReadError, PyPdfError
 from ragcycle.errors import DocumentError
 
 __all__ = [
+    "UNREADABLE",
     "Document",
     "LoadFailure",
     "Page",
@@ -33,6 +34,7 @@ __all__ = [
     "decode_text",
     "discover_sources",
     "file_content_hash",
+    "hash_sources",
     "html_to_text",
     "load_document",
     "load_documents",

@@ -28,6 +28,7 @@ from ragcycle.errors import ConfigError, ModelError
 
 __all__ = [
     "CATALOGUE",
+    "GGUF_MAGIC",
     "CatalogueModel",
     "ModelFile",
     "model_file",

@@ -44,3 +44,40 @@ def test_no_room_holds_more_than_one_concept_by_size() -> None:
         for path in (REPO / package).rglob("*.py")
     }
     assert {name: lines for name, lines in sizes.items() if lines > 450} == {}
+
+
+def declared_names(path: Path) -> set[str] | None:
+    """A module's ``__all__``, or None when it declares none."""
+    for node in ast.parse(path.read_text()).body:
+        if isinstance(node, ast.Assign) and any(
+            isinstance(target, ast.Name) and target.id == "__all__" for target in node.targets
+        ):
+            return set(ast.literal_eval(node.value))
+    return None
+
+
+def test_what_other_modules_import_is_declared_in_all() -> None:
+    """``__all__`` says what a module offers: every name another module (or a test, bench or
+    script) imports from one of ours is in it."""
+    ours = {
+        ".".join(path.relative_to(REPO).with_suffix("").parts).removesuffix(".__init__"): path
+        for package in ("tasks", "flows", "ragcycle")
+        for path in (REPO / package).rglob("*.py")
+    }
+    wanted: dict[str, set[str]] = {}
+    for folder in ("tasks", "flows", "ragcycle", "tests", "bench", "scripts"):
+        for path in (REPO / folder).rglob("*.py"):
+            for node in ast.walk(ast.parse(path.read_text())):
+                if (
+                    isinstance(node, ast.ImportFrom)
+                    and node.level == 0
+                    and node.module in ours
+                    and ours[node.module] != path
+                ):
+                    wanted.setdefault(node.module, set()).update(a.name for a in node.names)
+    undeclared = {
+        module: sorted(names - declared)
+        for module, names in wanted.items()
+        if (declared := declared_names(ours[module])) is not None and names - declared
+    }
+    assert undeclared == {}

@@ -23,7 +23,18 @@ from typing import Any
 from ragcycle.errors import ConfigError
 from ragcycle.settings import Settings
 
-__all__ = ["KEY_FILE", "ApiKey", "Guard", "is_loopback", "resolve_key"]
+__all__ = [
+    "KEY_FILE",
+    "ASGIApp",
+    "ApiKey",
+    "Guard",
+    "Message",
+    "Receive",
+    "Scope",
+    "Send",
+    "is_loopback",
+    "resolve_key",
+]
 
 KEY_FILE = "api_key"
 OPEN_PATHS = frozenset({"/health"})

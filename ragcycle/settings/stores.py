@@ -14,6 +14,8 @@ __all__ = [
     "HnswSettings",
     "MlflowSettings",
     "PrefectSettings",
+    "UiSettings",
+    "WandbSettings",
 ]
 
 

@@ -35,12 +35,16 @@ from tasks.loading import Document, LoadFailure
 from tasks.text import sentence_breaks
 
 __all__ = [
+    "PAGE_SEPARATOR",
     "Chunk",
     "chunk_document",
     "chunk_documents",
+    "chunk_documents_task",
     "chunk_id",
+    "chunk_within_limit",
     "flatten_chunks",
     "split_spans",
+    "text_hash",
 ]
 
 PAGE_SEPARATOR = "\n\n"

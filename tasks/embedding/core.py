@@ -29,11 +29,14 @@ if TYPE_CHECKING:
 
 __all__ = [
     "EmbeddingCache",
+    "ProgressCallback",
     "SentenceTransformerEmbedder",
     "TextEmbedder",
     "embed_in_length_order",
     "embed_with_cache",
+    "embed_with_cache_task",
     "load_sentence_transformer",
+    "model_lock",
     "model_max_tokens",
     "token_budget",
 ]

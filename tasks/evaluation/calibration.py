@@ -52,10 +52,12 @@ __all__ = [
     "GradedRow",
     "calibrate",
     "calibration_figures",
+    "calibration_metrics",
     "grade",
     "grade_summary",
     "judge_calibration",
     "judge_calibration_task",
+    "judge_summary",
     "load_graded_rows",
     "stored_calibration",
 ]

@@ -36,6 +36,7 @@ __all__ = [
     "JUDGE_PROMPT",
     "SCORE_SCHEMA",
     "VERDICT_PROMPTS",
+    "VERDICT_THRESHOLD",
     "Formulation",
     "Judge",
     "judge_params",

@@ -19,6 +19,7 @@ from tasks.evaluation.golden import matches_source
 from tasks.text import STOPWORDS, split_sentences
 
 __all__ = [
+    "contains_key",
     "hit_rate_at_k",
     "mrr",
     "ndcg_at_k",

@@ -41,6 +41,7 @@ __all__ = [
     "LexicalIndex",
     "LexicalSnapshot",
     "LexicalSync",
+    "collection_names",
     "drop_collection",
     "drop_lexical",
     "fingerprint",

@@ -31,6 +31,7 @@ __all__ = [
     "PreparedPartition",
     "Recipe",
     "parse_pool",
+    "pool_size",
     "prepare_partition",
     "prepare_sources",
     "recipe_from_settings",

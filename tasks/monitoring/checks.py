@@ -29,6 +29,7 @@ __all__ = [
     "corpus_drift",
     "query_drift",
     "run_checks",
+    "run_checks_task",
     "unindexed_of",
     "unindexed_tag",
 ]

@@ -30,12 +30,14 @@ from tasks.retrieval.fusion import convex_fusion, reciprocal_rank_fusion
 from tasks.retrieval.rerank import Reranker, load_reranker
 
 __all__ = [
+    "DENSE",
     "RankedDocument",
     "Retrieval",
     "SearchPlan",
     "rank_documents",
     "retrieve",
     "retrieve_many",
+    "retrieve_many_task",
     "search_plan",
 ]
 

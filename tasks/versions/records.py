@@ -24,7 +24,16 @@ from tasks.versions.registry import (
     utc_timestamp,
 )
 
-__all__ = ["CorpusState", "begin_first_version", "built_tags", "corpus_state", "version_tags"]
+__all__ = [
+    "CorpusState",
+    "begin_first_version",
+    "built_tags",
+    "corpus_state",
+    "model_file_tags",
+    "quality_summary",
+    "quality_tags",
+    "version_tags",
+]
 
 FIRST_INGEST = "first ingest"
 

@@ -27,13 +27,17 @@ from ragcycle.errors import ConfigError, ConflictError, RegistryError
 from tasks.locking import pid_alive
 
 __all__ = [
+    "CHAMPION",
+    "PREVIOUS",
     "IndexVersion",
     "VersionRegistry",
     "collection_of",
     "collection_source",
     "corpus_snapshot",
+    "epoch_seconds",
     "pending_build",
     "target_key",
+    "utc_timestamp",
 ]
 
 logger = logging.getLogger(__name__)
