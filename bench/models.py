@@ -5,7 +5,8 @@ Per backend and set, judge-free: answer-key containment of the served answers (a
 questions with an ``answer_key``), answered share of answerable questions, abstention on
 unanswerable ones (an abstention or a withheld answer), share of raw replies that echo the
 prompt's scaffolding or are otherwise degenerate, answer latency p50/p95 (retrieval and
-generation), and the peak resident memory of the process. Each backend runs in a fresh process.
+generation), the share of answers the fallback served (generation.fallback), and the peak
+resident memory of the process. Each backend runs in a fresh process.
 
     python bench/models.py [--models smollm2-135m,...] [--sets samples,shared]
                            [--max-tokens 128] [--limit 0] [--json]
@@ -111,13 +112,11 @@ def worker(args: argparse.Namespace) -> dict[str, Any]:
         generation=generation,
     )
     configure_environment(settings, override=True)
-    from tasks.answering import GuardConfig, Parts, answer_many
+    from tasks.answering import Parts, answer_many
     from tasks.embedding import embedder_from_settings
     from tasks.evaluation.golden import load_golden
-    from tasks.generation.backends import generator_from_settings
     from tasks.generation.prompts import load_prompt
     from tasks.indexing.store import open_index
-    from tasks.retrieval import search_plan
     from tasks.tracking.runs import mlflow_client
     from tasks.versions import resolve_serving
 
@@ -125,14 +124,8 @@ def worker(args: argparse.Namespace) -> dict[str, Any]:
     serving = resolve_serving(settings)
     embedder = embedder_from_settings(settings)
     index = open_index(settings, serving.collection, create=False)
-    parts = Parts(
-        index=index,
-        embedder=embedder,
-        generator=generator_from_settings(settings, embedder),
-        prompt=load_prompt(settings.generation.prompt_name, None),
-        guard=GuardConfig.from_settings(settings),
-        fetch_multiplier=settings.retrieval.fetch_multiplier,
-        plan=search_plan(settings, index),
+    parts = Parts.from_settings(
+        settings, index, embedder, load_prompt(settings.generation.prompt_name, None)
     )
     items = load_golden(SETS[args.set][1]).items
     items = items[: args.limit] if args.limit else items
@@ -146,17 +139,23 @@ def measure(items: list[Any], answered: list[Any]) -> dict[str, Any]:
     from tasks.evaluation.stats import percentile
     from tasks.guardrails.degenerate import degenerate_reason
 
-    keyed, answered_share, abstained, latencies, echoes, degenerate = [], [], [], [], 0, 0
+    keyed, unassisted, answered_share, abstained, latencies = [], [], [], [], []
+    echoes = degenerate = fallbacks = below = 0
     for item, one in zip(items, answered, strict=True):
         withheld = one.verdict.status == "fail"
         declined = bool(one.answer.abstained) or withheld
         if item.answer_key:
             keyed.append(0.0 if withheld else contains_key(one.verdict.answer, item.answer_key))
+            # what generation.fallback = "abstain" would have served: nothing for these
+            unassisted.append(0.0 if one.replaced is not None else keyed[-1])
         if item.answerable:
             answered_share.append(float(not declined))
         else:
             abstained.append(float(declined))
-        reason = degenerate_reason(one.answer.text) if not one.answer.abstained else None
+        raw = one.replaced or one.answer  # what the model said, served or not
+        fallbacks += one.replaced is not None
+        below += bool(one.answer.extras.get("below_min_score"))
+        reason = degenerate_reason(raw.text) if not raw.abstained else None
         echoes += bool(reason and reason.startswith("answer echoes"))
         degenerate += reason is not None
         latencies.append(
@@ -165,10 +164,15 @@ def measure(items: list[Any], answered: list[Any]) -> dict[str, Any]:
     return {
         "questions": len(items),
         "key_contained": round(statistics.fmean(keyed), 3) if keyed else None,
+        "key_contained_without_fallback": (
+            round(statistics.fmean(unassisted), 3) if unassisted else None
+        ),
         "answered_when_answerable": round(statistics.fmean(answered_share), 3),
         "abstained_when_unanswerable": round(statistics.fmean(abstained), 3) if abstained else None,
         "echo_share": round(echoes / len(items), 3),
         "degenerate_share": round(degenerate / len(items), 3),
+        "fallback_share": round(fallbacks / len(items), 3),
+        "below_min_score_share": round(below / len(items), 3),
         "p50_s": round(statistics.median(latencies), 2),
         "p95_s": round(percentile(latencies, 95), 2),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
