@@ -14,6 +14,7 @@ these at the boundary so callers never need to import a backend to catch a failu
     ├── BusyError            another writer holds the data dir
     ├── ConflictError        the live version changed under a reindex that gated against it
     ├── StoppedError         a run was stopped by a signal or ran past its timeout
+    ├── OverloadedError      the API's generation slots and queue are full (a 503; retry later)
     └── DatasetError         a golden dataset or benchmark set cannot be used at all
 """
 
@@ -29,6 +30,7 @@ __all__ = [
     "GenerationError",
     "IndexStoreError",
     "ModelError",
+    "OverloadedError",
     "RagcycleError",
     "RegistryError",
     "StoppedError",
@@ -66,6 +68,10 @@ class GenerationError(RagcycleError):
 
 class ModelError(RagcycleError):
     """A local model cannot be used: absent (pull it), corrupt, or not a GGUF file."""
+
+
+class OverloadedError(RagcycleError):
+    """Every generation slot is busy and the queue is full: the request may be retried later."""
 
 
 class DatasetError(RagcycleError):

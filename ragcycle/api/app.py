@@ -24,8 +24,14 @@ from pydantic import AfterValidator, BaseModel, Field
 from ragcycle import jsonout
 from ragcycle.api.metrics import CONTENT_TYPE, ApiMetrics, MetricsMiddleware
 from ragcycle.api.security import ApiKey, Guard, resolve_key
-from ragcycle.api.service import Admission, LiveAsker, OverloadedError
-from ragcycle.errors import FilterError, IndexStoreError, RagcycleError, RegistryError
+from ragcycle.api.service import Admission, LiveAsker
+from ragcycle.errors import (
+    FilterError,
+    IndexStoreError,
+    OverloadedError,
+    RagcycleError,
+    RegistryError,
+)
 from ragcycle.settings import Settings, load_settings
 from tasks.audit import QueryLog, QueryLogWriter
 from tasks.tracking.shipping import TraceShipper, tracking_reachable

@@ -10,15 +10,12 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
+from ragcycle.errors import OverloadedError
 from ragcycle.settings import Settings
 
-__all__ = ["Admission", "LiveAsker", "OverloadedError"]
+__all__ = ["Admission", "LiveAsker"]
 
 logger = logging.getLogger(__name__)
-
-
-class OverloadedError(Exception):
-    """Every generation slot is busy and the queue is full."""
 
 
 class Admission:

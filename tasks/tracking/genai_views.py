@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from tasks.tracking.mlflow_threads import genai_evaluate_lock, quiet_stdout, settle_autologging
 
 if TYPE_CHECKING:
-    from tasks.tracking.runs import EvaluationRecord
+    from tasks.tracking.evaluation_record import EvaluationRecord
 
 __all__ = ["ROW_KEY", "record_in_genai_views"]
 

@@ -14,13 +14,13 @@ import math
 import subprocess
 import threading
 import warnings
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ragcycle import jsonout
 from ragcycle.settings import WandbSettings
 from tasks.retrying import outage_task
+from tasks.tracking.evaluation_record import EvaluationRecord
 from tasks.tracking.genai_views import record_in_genai_views
 from tasks.tracking.metric_names import logged_metrics, logged_name
 from tasks.tracking.reports import publish_decision
@@ -112,27 +112,6 @@ def run_url(ui_url: str, tracking_uri: str, run_id: str) -> str:
 def run_page(ui_url: str, experiment_id: str, run_id: str) -> str:
     """The MLflow UI's address of a run whose experiment is known."""
     return f"{ui_url.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
-
-
-@dataclass
-class EvaluationRecord:
-    """Everything one evaluation run logs to MLflow."""
-
-    experiment: str
-    run_name: str
-    params: dict[str, Any]
-    metrics: dict[str, float]
-    ci: dict[str, tuple[float, float]]
-    rows: list[dict[str, Any]]
-    dataset_rows: list[dict[str, Any]]
-    dataset_source: str
-    dataset_name: str
-    report: dict[str, Any]
-    tags: dict[str, str] = field(default_factory=dict)
-    judge_metrics: list[str] = field(default_factory=list)
-    judge_source: str = ""  # model@prompt of the judge whose verdicts judge_metrics hold
-    parent_run_id: str | None = None  # a reindex run whose challenger this evaluation is
-    prompt_uri: str | None = None  # prompts:/name/version the answers were written with
 
 
 def log_evaluation(
@@ -265,33 +244,8 @@ def log_lifecycle_decision(
         return str(run.info.run_id)
 
 
-@outage_task("log-decision")
-def log_decision_task(
-    tracking_uri: str,
-    artifact_location: str | None,
-    experiment: str,
-    decision: str,
-    reasons: list[str],
-    params: dict[str, Any],
-    table: list[dict[str, Any]],
-    run_id: str | None = None,
-    run_name: str | None = None,
-    extra: dict[str, Any] | None = None,
-) -> str:
-    """Prefect edge of :func:`log_lifecycle_decision`; retried since a tracking server can
-    blip."""
-    return log_lifecycle_decision(
-        tracking_uri=tracking_uri,
-        artifact_location=artifact_location,
-        experiment=experiment,
-        decision=decision,
-        reasons=reasons,
-        params=params,
-        table=table,
-        run_id=run_id,
-        run_name=run_name,
-        extra=extra,
-    )
+# The Prefect edge of log_lifecycle_decision: retried, since a tracking server can blip.
+log_decision_task = outage_task("log-decision")(log_lifecycle_decision)
 
 
 @outage_task("publish-decision")
@@ -342,13 +296,13 @@ def record_decision(
     page under ``ui_url``, and a W&B run when ``mirror`` is enabled, ``Settings.wandb_mirror``).
     Two tasks, so a retry of the publishing never logs a second MLflow run."""
     run_id = log_decision_task(
-        tracking_uri,
-        artifact_location,
-        experiment,
-        decision,
-        reasons,
-        params,
-        table,
+        tracking_uri=tracking_uri,
+        artifact_location=artifact_location,
+        experiment=experiment,
+        decision=decision,
+        reasons=reasons,
+        params=params,
+        table=table,
         run_id=run_id,
         run_name=run_name,
         extra=extra,
