@@ -5,6 +5,7 @@ trigger answers on a server, or by running ``reindex`` directly when no server i
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,7 @@ from tasks.monitoring import (
     run_checks_task,
     unindexed_of,
 )
+from tasks.monitoring.online import judge_live_answers
 from tasks.promotion import gate_names
 from tasks.tracking.flow_runs import describe_flow_run, run_tags
 from tasks.tracking.plots import plot_production_over_time, plot_quality_over_time
@@ -110,7 +112,8 @@ def monitor(request: MonitorRequest) -> dict[str, Any]:
     )
     extensions = serving.settings.ingest.extensions
     files = hash_sources(discover_sources([Path(p) for p in paths], extensions))
-    states = open_index(serving.settings, collection, create=False).document_states()
+    index = open_index(serving.settings, collection, create=False)
+    states = index.document_states()
     drift = corpus_drift(
         files,
         states,
@@ -131,13 +134,19 @@ def monitor(request: MonitorRequest) -> dict[str, Any]:
         result.get("uncalibrated_metrics", []),
     )
     limits = life.production
+    window = log.recent(limit=100_000, since=time.time() - limits.window_hours * 3600)
     production = measure_production_task(
-        log.recent(limit=100_000, since=time.time() - limits.window_hours * 3600),
+        window,
         log.ratings(),
         [item.question for item in load_golden(Path(dataset)).items],
         embedder_from_settings(serving.settings),
         limits,
     )
+    graded = judge_live_answers(window, index, serving.settings)
+    if graded is not None:
+        production = replace(
+            production, judged=graded.graded, judged_groundedness=graded.groundedness
+        )
     production_reasons, production_table = check_production(production, limits)
     checks.reasons += production_reasons
     checks.table += production_table

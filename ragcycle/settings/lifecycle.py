@@ -76,6 +76,15 @@ class ProductionLimits(BaseModel):
     question_shift_alpha: float = Field(
         0.01, gt=0, lt=1, description="query drift also needs the MMD test's p under this"
     )
+    judge_sample: int = Field(
+        20,
+        ge=0,
+        description="live answers the judge grades per monitor run (groundedness), only when a"
+        " judge is configured and passed its calibration; 0: none",
+    )
+    min_judged_groundedness: float | None = Field(
+        0.5, ge=0, le=1, description="the judged live answers' mean groundedness at least"
+    )
 
 
 class LifecycleSettings(BaseModel):

@@ -169,8 +169,10 @@ def judge_rows(
     *,
     context_chars: int = 1500,
     formulation: Formulation = "verdict",
+    criteria: Sequence[str] = tuple(JUDGE_CRITERIA),
 ) -> None:
-    """Add judge scores to each row in place, and the criteria that failed as ``judge_failed``.
+    """Add judge scores (of ``criteria``) to each row in place, and the criteria that failed as
+    ``judge_failed``.
 
     A call that fails or a reply without a usable verdict is ``nan`` for that criterion; a row
     without a reference answer gets no correctness verdict (``nan``, not a failure).
@@ -178,7 +180,7 @@ def judge_rows(
     for row, context in zip(rows, contexts, strict=True):
         raise_if_stopped()
         failed: list[str] = []
-        for name in JUDGE_CRITERIA:
+        for name in criteria:
             if name == "judge_correctness" and not row.get("expected_answer"):
                 row[name] = math.nan
                 continue

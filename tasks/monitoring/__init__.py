@@ -1,7 +1,8 @@
 """Monitoring: is the live index still good, and is production traffic still served well?
 
 :mod:`tasks.monitoring.checks` judges fresh evaluations, corpus drift and baselines;
-:mod:`tasks.monitoring.production` reads what users asked and said over a window.
+:mod:`tasks.monitoring.production` reads what users asked and said over a window;
+:mod:`tasks.monitoring.online` has the judge grade a sample of the answers they were served.
 """
 
 from tasks.monitoring.checks import (

@@ -46,6 +46,8 @@ class ProductionFigures:
     cost_per_day_usd: float
     question_shift: dict[str, float] = field(default_factory=dict)
     down_voted_sources: list[list[Any]] = field(default_factory=list)  # [source, count], most first
+    judged: int = 0  # live answers the judge graded (tasks.monitoring.online)
+    judged_groundedness: float = math.nan
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -64,6 +66,7 @@ class ProductionFigures:
             "cost_per_day_usd": self.cost_per_day_usd,
             "uncovered_question_share": shift.get("uncovered_share", math.nan),
             "question_shift_mmd2": shift.get("mmd2", math.nan),
+            "judged_groundedness": self.judged_groundedness,
         }
 
 
@@ -211,7 +214,32 @@ def check_production(
             {"metric": f"production/{name}", "value": value, "limit": limit, "verdict": verdict}
         )
     reasons += _shift_reason(figures, limits, table)
+    reasons += _groundedness_reason(figures, limits, table)
     return reasons, table
+
+
+def _groundedness_reason(
+    figures: ProductionFigures, limits: ProductionLimits, table: list[dict[str, Any]]
+) -> list[str]:
+    value, limit = figures.judged_groundedness, limits.min_judged_groundedness
+    judged = limit is not None and figures.judged > 0 and not math.isnan(value)
+    verdict = "ok" if judged else "not checked"
+    reasons = []
+    if limit is not None and judged and value < limit:
+        verdict = "under limit"
+        reasons.append(
+            f"judged groundedness of live answers {value:.2f} over {figures.judged} sampled"
+            f" answers (min {limit:.2f})"
+        )
+    table.append(
+        {
+            "metric": "production/judged_groundedness",
+            "value": value,
+            "limit": limit,
+            "verdict": verdict,
+        }
+    )
+    return reasons
 
 
 def _reason(name: str, value: float, limit: float, figures: ProductionFigures) -> str:

@@ -7,6 +7,7 @@ cannot stall an answer (see :mod:`tasks.tracking.shipping`).
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -15,7 +16,7 @@ from typing import Any
 
 from tasks.tracking.mlflow_threads import trace_gate
 
-__all__ = ["QueryTrace", "log_user_feedback", "retrieved_documents"]
+__all__ = ["QueryTrace", "log_judge_grades", "log_user_feedback", "retrieved_documents"]
 
 
 @dataclass
@@ -180,6 +181,20 @@ def _log_check(trace_id: str, name: str, outcome: str) -> None:
 
     source = AssessmentSource(AssessmentSourceType.CODE, source_id="ragcycle")
     mlflow.log_feedback(trace_id=trace_id, name=name, value=outcome, source=source)
+
+
+def log_judge_grades(
+    trace_ids: Sequence[str], name: str, scores: Sequence[float], judge_source: str
+) -> None:
+    """A judge's grades (0-1) on traces as LLM-judge assessments naming the judge; a grade the
+    judge could not give (NaN) is not written."""
+    import mlflow
+    from mlflow.entities import AssessmentSource, AssessmentSourceType
+
+    source = AssessmentSource(AssessmentSourceType.LLM_JUDGE, source_id=judge_source)
+    for trace_id, score in zip(trace_ids, scores, strict=True):
+        if not math.isnan(score):
+            mlflow.log_feedback(trace_id=trace_id, name=name, value=score, source=source)
 
 
 def log_user_feedback(
