@@ -21,12 +21,12 @@ from tasks.answering import (
     answer_question,
     open_trace,
 )
-from tasks.audit import QueryLog
 from tasks.embedding import embedder_from_settings
 from tasks.evaluation.scoring import answer_cost_parts, scoring_config
 from tasks.generation.answers import Answer, generator_identity
 from tasks.generation.prompts import load_prompt
 from tasks.indexing.store import VectorIndex, open_index
+from tasks.query_log import QueryLog
 from tasks.retrieval import Retrieval, SearchPlan, search_plan
 from tasks.tracking.runs import ensure_experiment, mlflow_client
 from tasks.versions import resolve_serving

@@ -18,7 +18,6 @@ from flows.reindex import ReindexRequest, reindex
 from ragcycle.errors import ConfigError
 from ragcycle.runtime import configure_environment
 from ragcycle.settings import Settings, load_settings
-from tasks.audit import QueryLog
 from tasks.embedding import embedder_from_settings
 from tasks.evaluation.golden import load_golden
 from tasks.indexing.store import open_index
@@ -34,6 +33,7 @@ from tasks.monitoring import (
 )
 from tasks.monitoring.online import judge_live_answers
 from tasks.promotion import gate_names
+from tasks.query_log import QueryLog
 from tasks.tracking.flow_runs import describe_flow_run, run_tags
 from tasks.tracking.plots import plot_production_over_time, plot_quality_over_time
 from tasks.tracking.runs import mlflow_client, record_decision

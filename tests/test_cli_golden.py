@@ -8,7 +8,7 @@ from pathlib import Path
 from typer.testing import CliRunner
 
 from ragcycle.cli import app
-from tasks.audit import QueryLog
+from tasks.query_log import QueryLog
 
 
 def logged(log: QueryLog, question: str, answer: str, source: str) -> int:

@@ -33,7 +33,7 @@ from ragcycle.errors import (
     RegistryError,
 )
 from ragcycle.settings import Settings, load_settings
-from tasks.audit import QueryLog, QueryLogWriter
+from tasks.query_log import QueryLog, QueryLogWriter
 from tasks.tracking.shipping import TraceShipper, tracking_reachable
 from tasks.tracking.traces import log_user_feedback
 

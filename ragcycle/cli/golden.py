@@ -29,8 +29,8 @@ DatasetOption = Annotated[
 
 
 def _candidates(settings: Settings, limit: int, dataset: Path | None) -> list[dict[str, Any]]:
-    from tasks.audit import QueryLog, golden_candidates, question_key
     from tasks.evaluation.golden import load_golden
+    from tasks.query_log import QueryLog, golden_candidates, question_key
 
     log = QueryLog(settings.query_log_path)
     skip = log.reviewed()
@@ -82,8 +82,8 @@ def review(
     question first, reject, or skip. Accepted questions become a new version of the golden
     file (the old one is archived, the manifest records every version's digest); rejected
     ones are never proposed again. The next reindex gate measures what users asked."""
-    from tasks.audit import QueryLog
     from tasks.evaluation.growth import publish_version
+    from tasks.query_log import QueryLog
 
     settings = settings_for(config)
     target = dataset or settings.lifecycle.golden_dataset

@@ -313,7 +313,7 @@ def audit(
     """Why did the system say this, from what: the answer as served, its sources and chunks,
     the guardrails' verdict, index version, prompt, model, latency, tokens and feedback."""
     settings = settings_for(config)
-    from tasks.audit import QueryLog
+    from tasks.query_log import QueryLog
 
     record = QueryLog(settings.query_log_path).get(query_id)
     if record is None:

@@ -182,7 +182,7 @@ def test_cli_ask_and_eval_json(indexed: Path, tmp_path: Path) -> None:
     assert "1998" in answer["answer"]
     assert answer["latency_ms"]["total"] >= answer["latency_ms"]["retrieve"] > 0
 
-    from tasks.audit import QueryLog
+    from tasks.query_log import QueryLog
 
     logged = QueryLog(indexed / "query_log.sqlite").recent(1)[0]
     assert logged["question"] == "When was the DMCA signed into law?"

@@ -131,7 +131,7 @@ def test_negative_feedback_on_one_topic_fails_the_production_check_and_reindexes
     """Users down-vote answers about one document; the evaluation and corpus are fine, so only
     the production check can notice, and the reindex it asks for runs."""
     from flows.ask import Asker
-    from tasks.audit import QueryLog
+    from tasks.query_log import QueryLog
 
     data = tmp_path / "data"
     overrides: dict[str, Any] = {

@@ -8,7 +8,7 @@ from pathlib import Path
 from typer.testing import CliRunner
 
 from ragcycle.cli import app
-from tasks.audit import QueryLog, golden_candidates
+from tasks.query_log import QueryLog, golden_candidates
 
 
 def log_answer(log: QueryLog, question: str, best: float, status: str = "pass") -> int:
