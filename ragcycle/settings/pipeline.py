@@ -99,9 +99,9 @@ class RetrievalSettings(BaseModel):
         3, ge=1, description="chunks fetched per wanted document when ranking documents"
     )
     mode: Literal["dense", "lexical", "hybrid"] = Field(
-        "hybrid",
-        description="dense: embedding similarity; lexical: BM25 over the chunk text; hybrid"
-        " (default, measured best: docs/answering.md): both, fused (retrieval.fusion)",
+        "dense",
+        description="dense: embedding similarity; lexical: BM25 over the chunk text; hybrid:"
+        " both, fused (retrieval.fusion; ranks best, not yet the default: docs/answering.md)",
     )
     fusion: Literal["convex", "rrf"] = Field(
         "convex",

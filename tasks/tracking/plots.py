@@ -216,12 +216,13 @@ def plot_production_over_time(
     if not any(series.values()):
         return None
     figure, (rates, latency, cost) = plt.subplots(3, 1, figsize=(8, 8), sharex=True)
-    for name in _RATES:
-        if series[name]:
-            rates.plot(*zip(*series[name], strict=True), marker="o", label=name)
+    drawn = [name for name in _RATES if series[name]]
+    for name in drawn:
+        rates.plot(*zip(*series[name], strict=True), marker="o", label=name)
     rates.set_ylim(0, 1.05)
     rates.set_ylabel("share of answers")
-    rates.legend(loc="upper left", fontsize=8)
+    if drawn:
+        rates.legend(loc="upper left", fontsize=8)
     rates.set_title(f"{index}: production over time (monitor runs)")
     for axis, name, scale, label in (
         (latency, "latency_p95_ms", 1000.0, "p95 latency (s)"),

@@ -94,11 +94,11 @@ def test_evaluation_scores_and_logs_a_run(indexed: Path) -> None:
 def test_a_damaged_index_scores_clearly_lower(indexed: Path) -> None:
     settings = make_settings(indexed)
     shuffled_copy(settings, "ragcycle__v1", "ragcycle-damaged")
-    good = evaluate(EvaluateRequest(dataset=str(GOLDEN), overrides=overrides(indexed)))["metrics"]
+    # The damage is to the vectors, which dense retrieval alone reads (BM25 reads the text).
+    dense = overrides(indexed, retrieval={"mode": "dense"})
+    good = evaluate(EvaluateRequest(dataset=str(GOLDEN), overrides=dense))["metrics"]
     bad = evaluate(
-        EvaluateRequest(
-            dataset=str(GOLDEN), collection="ragcycle-damaged", overrides=overrides(indexed)
-        )
+        EvaluateRequest(dataset=str(GOLDEN), collection="ragcycle-damaged", overrides=dense)
     )["metrics"]
     assert bad["mrr"] < good["mrr"] - 0.3
     assert bad["answer_similarity"] < good["answer_similarity"]
@@ -277,7 +277,10 @@ def test_openai_backend_with_judge_metrics(indexed: Path) -> None:
                 overrides=overrides(indexed, generation=generation, evaluation=evaluation),
             )
         )
+        asked = [r for r in server.requests if not r["messages"][0]["content"].startswith("You")]
     metrics = result["metrics"]
+    # The 3 unanswerable questions retrieve nothing over generation.min_score: not asked.
+    assert len(asked) == 14
     # A judge that gives every answer 5 ranks right and wrong answers alike: its calibration
     # catches it (every pair a tie), so its correctness is logged but never used.
     calibration = result["judge"]["calibration"]["criteria"]["judge_correctness"]
@@ -291,8 +294,8 @@ def test_openai_backend_with_judge_metrics(indexed: Path) -> None:
     # every garbage verdict is counted, never dropped: 17 answers x (faithfulness, relevance)
     assert metrics["judge_faithfulness_parse_failures"] == 17
     assert metrics["judge_parse_failures"] == 34
-    # 17 answers at 11 prompt and 7 completion tokens, priced per million tokens
-    assert metrics["cost_usd_total"] == pytest.approx(17 * (11 * 1.0 + 7 * 2.0) / 1e6)
+    # 14 answers at 11 prompt and 7 completion tokens, priced per million tokens
+    assert metrics["cost_usd_total"] == pytest.approx(14 * (11 * 1.0 + 7 * 2.0) / 1e6)
     run = MlflowClient(tracking_uri=make_settings(indexed).mlflow_tracking_uri).get_run(
         result["run_id"]
     )

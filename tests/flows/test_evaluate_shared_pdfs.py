@@ -54,7 +54,10 @@ def test_shared_pdfs_evaluate_well_and_a_damaged_index_does_not(
     assert 0 < good["page_recall_at_5"] <= good["page_hit_at_5"]
 
     shuffled_copy(make_settings(tmp_path / "data"), "ragcycle__v1", "damaged")
-    bad = evaluate(EvaluateRequest(dataset=str(GOLDEN), collection="damaged", overrides=overrides))[
+    # The damage is to the vectors, which dense retrieval alone reads (BM25 reads the text).
+    dense = {**overrides, "retrieval": {"mode": "dense"}}
+    good = evaluate(EvaluateRequest(dataset=str(GOLDEN), overrides=dense))["metrics"]
+    bad = evaluate(EvaluateRequest(dataset=str(GOLDEN), collection="damaged", overrides=dense))[
         "metrics"
     ]
     assert bad["hit_rate_at_5"] < good["hit_rate_at_5"] - 0.3

@@ -115,11 +115,14 @@ def test_killed_rebuild_leaves_live_serving_and_next_rebuild_completes(
     sample_corpus: Path, tmp_path: Path, embedder: Any
 ) -> None:
     data = tmp_path / "data"
-    overrides = lifecycle(sample_corpus, data)
+    # Dense retrieval: hybrid already ranks every sample question's source first, so the resumed
+    # rebuild's new config could not show the gain a new config needs to be promoted.
+    overrides = {**lifecycle(sample_corpus, data), "retrieval": {"mode": "dense"}}
     assert reindex(ReindexRequest(overrides=overrides))["decision"] == "promoted"
     config = tmp_path / "ragcycle.toml"
     config.write_text(
         f'data_dir = "{data}"\nprogress = false\n[chunking]\nsize = 500\n[ingest]\nbatch_documents = 1\n'
+        '[retrieval]\nmode = "dense"\n'
         f'[evaluation]\nmlflow_genai = false\n[lifecycle]\nsources = ["{sample_corpus}"]\ngolden_dataset = "{GOLDEN}"\n'
     )
     before = cached_vectors(data / "cache" / "embeddings.sqlite")
