@@ -123,19 +123,8 @@ def grade_live_answers(
     )
 
 
-@task(name="grade-live-answers", cache_policy=NO_CACHE)
-def grade_live_answers_task(
-    records: list[Mapping[str, Any]],
-    index: VectorIndex,
-    judge: Judge,
-    k: int,
-    context_chars: int,
-    formulation: Formulation,
-) -> LiveGrades:
-    """Prefect edge of :func:`grade_live_answers`."""
-    return grade_live_answers(
-        records, index, judge, k=k, context_chars=context_chars, formulation=formulation
-    )
+# The Prefect edge of grade_live_answers: the task made from the function itself.
+grade_live_answers_task = task(name="grade-live-answers", cache_policy=NO_CACHE)(grade_live_answers)
 
 
 def judge_live_answers(
@@ -157,12 +146,12 @@ def judge_live_answers(
     seed = int(records[0]["id"]) if records else 0
     chosen = sample_answers(records, index.name, size, seed)
     grades = grade_live_answers_task(
-        list(chosen),
+        chosen,
         index,
         judge,
-        settings.retrieval.k,
-        judging.context_chars,
-        judging.formulation,
+        k=settings.retrieval.k,
+        context_chars=judging.context_chars,
+        formulation=judging.formulation,
     )
     log_judge_grades(
         grades.trace_ids, CRITERION, grades.scores, judge_source(judge, judging.formulation)
