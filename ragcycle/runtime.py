@@ -8,6 +8,7 @@ writes the environment; values a user exported explicitly win over ragcycle's de
 from __future__ import annotations
 
 import atexit
+import gc
 import logging
 import os
 import signal
@@ -22,13 +23,13 @@ from typing import Any, NoReturn
 from ragcycle.settings import Settings
 
 __all__ = [
+    "StopSignals",
     "Terminated",
     "configure_environment",
     "leave",
     "library_environment",
     "quiet_console",
     "quiet_console_tracebacks",
-    "raise_on_sigterm",
     "script_path",
     "start_local_prefect",
     "stop_process",
@@ -177,16 +178,35 @@ class Terminated(BaseException):
     command unwinds (its runs marked, its locks released, its servers stopped) and exits 143."""
 
 
-def raise_on_sigterm() -> None:
-    """Turn SIGTERM into :class:`Terminated`. Prefect's flow engine puts its own handler in
-    front while a flow runs and, once it has recorded the crash, re-sends the signal to the one
-    it found: with the default that kills the process on the spot (no ``atexit``, so its
-    temporary server outlives it, and no final output); with this one the command ends."""
+class StopSignals:
+    """The stopping signal a command received, if any.
 
-    def handler(signum: int, frame: object) -> None:
+    SIGTERM raises :class:`Terminated`. Prefect's flow engine puts its own handler in front
+    while a flow runs and, once it has recorded the crash, re-sends the signal to the one it
+    found: with the default that kills the process on the spot (no ``atexit``, so its
+    temporary server outlives it, and no final output); with this one the command ends.
+    SIGINT raises ``KeyboardInterrupt`` as Python's own handler does, which Click turns into an
+    ordinary exit; it is remembered so that the command still ends as a stopped one, on the
+    short grace a person pressing Ctrl-C expects as much as a service manager does.
+    """
+
+    def __init__(self) -> None:
+        self.received: signal.Signals | None = None
+
+    def install(self) -> StopSignals:
+        signal.signal(signal.SIGTERM, self._on_sigterm)
+        # A shell without job control starts background commands with SIGINT ignored: keep it so.
+        if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+            signal.signal(signal.SIGINT, self._on_sigint)
+        return self
+
+    def _on_sigterm(self, signum: int, frame: object) -> None:
+        self.received = signal.SIGTERM
         raise Terminated(signum)
 
-    signal.signal(signal.SIGTERM, handler)
+    def _on_sigint(self, signum: int, frame: object) -> None:
+        self.received = signal.SIGINT
+        raise KeyboardInterrupt
 
 
 def leave(code: int, *, stopped: bool = False) -> NoReturn:
@@ -196,8 +216,8 @@ def leave(code: int, *, stopped: bool = False) -> NoReturn:
     exits (before ``atexit``, which is where Prefect stops its temporary server). Threads still
     running after a grace period would hold the process (and that server) for as long as they
     run, so then the server is stopped here and the process ends at once. A command ``stopped``
-    by SIGTERM has a shorter grace for both, so that it ends within the 15 s a service manager
-    waits (Ctrl-C ends through Click's abort, whose threads are already told to stop).
+    by a signal has a shorter grace for both, so that it ends within the 15 s a service manager
+    waits.
     """
     thread_grace, server_grace = (2.0, 1.5) if stopped else (5.0, 5.0)
     deadline = time.monotonic() + thread_grace
@@ -206,6 +226,10 @@ def leave(code: int, *, stopped: bool = False) -> NoReturn:
     if not _busy_threads():
         if stopped:  # runs before Prefect's own atexit stop (LIFO), which waits up to 5 s
             atexit.register(stop_temporary_prefect, server_grace)
+        # The interpreter's last garbage collections walk every object torch, spaCy, MLflow and
+        # Prefect created, for seconds on a busy machine, to free memory the process is about to
+        # give back anyway. Frozen objects are left out of them; finalizers still run.
+        gc.freeze()
         sys.exit(code)
     stop_temporary_prefect(server_grace)
     sys.stdout.flush()

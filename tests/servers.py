@@ -239,6 +239,20 @@ def wait_deployments(api: str, names: Sequence[str], timeout: float = 120) -> No
     raise AssertionError(f"deployments {names} were not registered")
 
 
+def wait_automation(api: str, name_prefix: str, timeout: float = 60) -> dict[str, Any]:
+    """The one automation whose name starts with ``name_prefix``. Serving creates a deployment's
+    triggers only after the deployment itself, so the automation may lag the deployment."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        automations = httpx.post(f"{api}/automations/filter", json={}, timeout=30).json()
+        found = [a for a in automations if a["name"].startswith(name_prefix)]
+        if found:
+            [automation] = found
+            return dict(automation)
+        time.sleep(1)
+    raise AssertionError(f"no automation named {name_prefix}... was created")
+
+
 def emit_events(api: str, event: str, resource_id: str, count: int, env: dict[str, str]) -> None:
     """``count`` events at once, from another process, as a monitor elsewhere would send them."""
     script = (

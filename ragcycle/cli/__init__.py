@@ -33,25 +33,34 @@ def main() -> None:
     ``--json`` command's stdout holds its JSON object and nothing else, and a stopped command
     (SIGTERM, Ctrl-C) ends promptly without a traceback."""
     import contextlib
+    import signal
     import sys
 
     from ragcycle import jsonout
     from ragcycle.cli.common import fail
     from ragcycle.errors import StoppedError
-    from ragcycle.runtime import Terminated, leave, raise_on_sigterm
+    from ragcycle.runtime import StopSignals, Terminated, leave
     from tasks.stopping import stop_message
 
     arguments = sys.argv[1:]
     as_json = "--json" in arguments
     verbose = "-v" in arguments or "--verbose" in arguments
     guard = jsonout.StdoutGuard() if as_json else None
-    raise_on_sigterm()
+    signals = StopSignals().install()
     code, stopped = 0, False
     with guard if guard is not None else contextlib.nullcontext():
         try:
             app(standalone_mode=True, obj=guard)  # Click turns Ctrl-C into "Aborted!"
         except SystemExit as exit_:
             code = exit_.code if isinstance(exit_.code, int) else 1
+            if signals.received is signal.SIGINT:  # Click's "Aborted!" after Ctrl-C
+                fail(
+                    StoppedError(stop_message(KeyboardInterrupt())),
+                    as_json=as_json,
+                    verbose=verbose,
+                    guard=guard,
+                )
+                code, stopped = 130, True  # 128 + SIGINT
         except (Terminated, _termination()) as exc:
             fail(StoppedError(stop_message(exc)), as_json=as_json, verbose=verbose, guard=guard)
             code, stopped = 143, True  # 128 + SIGTERM, as a shell reports a process it ended

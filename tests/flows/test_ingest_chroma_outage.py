@@ -50,21 +50,27 @@ def test_chroma_killed_mid_ingest_then_restarted(tmp_path: Path, embedder: Any) 
     command = [sys.executable, "-m", "ragcycle.cli", "ingest", str(corpus), "--json"]
     command += ["-c", str(config)]
 
-    with running(chroma, f"{url}/api/v2/heartbeat", log=tmp_path / "chroma-1.log") as server:
+    # stderr to a file: a pipe nobody reads while the test waits fills up and stalls the command.
+    errors = tmp_path / "ingest.err"
+    with (
+        running(chroma, f"{url}/api/v2/heartbeat", log=tmp_path / "chroma-1.log") as server,
+        errors.open("w") as error_file,
+    ):
         ingesting = subprocess.Popen(
             command,
             env={k: v for k, v in own_cache_env().items() if k != "PREFECT_HOME"},
             stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
+            stderr=error_file,
             text=True,
         )
         deadline = time.monotonic() + 240
         while chunks_in(url, "ragcycle__v1") == 0 and time.monotonic() < deadline:
-            assert ingesting.poll() is None, ingesting.communicate()[1][-2000:]
+            assert ingesting.poll() is None, errors.read_text()[-2000:]
             time.sleep(0.1)
         stop(server)  # the server dies with part of the corpus written
         died = time.monotonic()
-        out, err = ingesting.communicate(timeout=180)
+        out, _ = ingesting.communicate(timeout=180)
+    err = errors.read_text()
     assert ingesting.returncode == 1, err[-2000:]
     assert time.monotonic() - died < 60
     failure = json.loads(out)

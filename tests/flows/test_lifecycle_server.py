@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from tests.conftest import own_cache_env
-from tests.servers import create_flow_run, stop, tail, wait_deployments, wait_final
+from tests.servers import create_flow_run, stop, tail, wait_automation, wait_deployments, wait_final
 
 pytestmark = pytest.mark.slow
 
@@ -56,8 +56,7 @@ def test_serve_registers_schedule_trigger_and_limit_and_runs_flows(
                 for d in deployments.values()
             )
 
-            automations = httpx.post(f"{api}/automations/filter", json={}, timeout=30).json()
-            [automation] = [a for a in automations if a["name"].startswith("reindex ragcycle")]
+            automation = wait_automation(api, "reindex ragcycle")
             trigger = automation["trigger"]
             assert trigger["expect"] == ["ragcycle.quality.dropped"]
             assert trigger["match"] == {"prefect.resource.id": "ragcycle.index.ragcycle"}

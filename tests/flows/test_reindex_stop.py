@@ -70,22 +70,25 @@ def test_a_signal_stops_a_reindex_promptly_and_the_next_one_proceeds(
     running with no parent, and writer.json naming the dead process."""
     data = tmp_path / "data"
     assert reindex(ReindexRequest(overrides=overrides(sample_corpus, data)))["version"] == 1
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "ragcycle.cli",
-            "reindex",
-            "--force",
-            "--json",
-            "-c",
-            str(settings_file(tmp_path, sample_corpus, data)),
-        ],
-        env=own_cache_env(PREFECT_HOME=str(tmp_path / "prefect")),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    # stderr to a file: a pipe nobody reads while the test waits fills up and stalls the command.
+    errors = tmp_path / "reindex.err"
+    with errors.open("w") as error_file:  # the child has its own copy of the descriptor
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "ragcycle.cli",
+                "reindex",
+                "--force",
+                "--json",
+                "-c",
+                str(settings_file(tmp_path, sample_corpus, data)),
+            ],
+            env=own_cache_env(PREFECT_HOME=str(tmp_path / "prefect")),
+            stdout=subprocess.PIPE,
+            stderr=error_file,
+            text=True,
+        )
     deadline = time.monotonic() + 240
     while (
         UNFINISHED.isdisjoint(statuses(data).values())
@@ -93,22 +96,22 @@ def test_a_signal_stops_a_reindex_promptly_and_the_next_one_proceeds(
         and time.monotonic() < deadline
     ):
         time.sleep(0.1)
-    assert process.poll() is None, process.communicate()[1][-3000:]
+    assert process.poll() is None, errors.read_text()[-3000:]
     time.sleep(1.0)  # into the build
     sent = time.monotonic()
     process.send_signal(stop)
-    out, err = process.communicate(timeout=60)
+    out, _ = process.communicate(timeout=60)
     took = time.monotonic() - sent
-    # 3.9-4.4 s measured alone, 5.7-6.5 s beside two busy loops on the 2 cores.
+    err = errors.read_text()
+    # 2.2-3.1 s beside two busy loops on the 2 cores (8-21 s before the exit's last garbage
+    # collections were skipped and a stderr pipe nobody read stopped stalling the command).
     assert took < 15, f"took {took:.1f} s to stop"
-    assert process.returncode != 0
-    if stop == signal.SIGTERM:
-        assert process.returncode == 143
-        assert json.loads(out) == {
-            "kind": "stopped",
-            "error": "stopped by SIGTERM",
-            "hint": "run it again: it starts afresh and the live version is untouched",
-        }
+    assert process.returncode == 128 + stop
+    assert json.loads(out) == {
+        "kind": "stopped",
+        "error": "stopped by SIGTERM" if stop == signal.SIGTERM else "stopped by Ctrl-C (SIGINT)",
+        "hint": "run it again: it starts afresh and the live version is untouched",
+    }
     assert "Traceback" not in err
     seen = statuses(data)
     assert registry(data).live().version == 1  # type: ignore[union-attr]
