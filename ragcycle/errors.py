@@ -11,6 +11,7 @@ these at the boundary so callers never need to import a backend to catch a failu
     ├── GenerationError      the LLM backend failed after its retries
     ├── ModelError           a local model file is absent, corrupt or not a model
     ├── RegistryError        the index version registry (MLflow) cannot be read or written
+    ├── VersionError         no such index version, or not one the operation can act on
     ├── BusyError            another writer holds the data dir
     ├── ConflictError        the live version changed under a reindex that gated against it
     ├── StoppedError         a run was stopped by a signal or ran past its timeout
@@ -34,6 +35,7 @@ __all__ = [
     "RagcycleError",
     "RegistryError",
     "StoppedError",
+    "VersionError",
 ]
 
 
@@ -80,6 +82,11 @@ class DatasetError(RagcycleError):
 
 class RegistryError(RagcycleError):
     """The index version registry cannot be read or written (MLflow unreachable, refused)."""
+
+
+class VersionError(RagcycleError):
+    """An index version that does not exist, or whose status the operation cannot act on
+    (promoting a failed version, rolling back with no previous one): nothing was changed."""
 
 
 class BusyError(RagcycleError):

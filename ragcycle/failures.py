@@ -24,6 +24,7 @@ from ragcycle.errors import (
     RagcycleError,
     RegistryError,
     StoppedError,
+    VersionError,
 )
 
 __all__ = ["Failure", "describe"]
@@ -51,6 +52,7 @@ _OWN: tuple[tuple[type[RagcycleError], str, str], ...] = (
     (GenerationError, "generation", "check generation.base_url and the model server"),
     (ModelError, "model", "`ragcycle models list` shows what is pulled; `models pull NAME`"),
     (DatasetError, "dataset", "check the dataset path and its format"),
+    (VersionError, "version", "`ragcycle index list` shows each version and its status"),
     (BusyError, "busy", "wait for it to finish, or set writer_wait_seconds to queue behind it"),
     (ConflictError, "conflict", "check `ragcycle index list`, then run the reindex again"),
     (StoppedError, "stopped", "run it again: it starts afresh and the live version is untouched"),

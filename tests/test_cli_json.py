@@ -91,7 +91,7 @@ def test_every_json_command_prints_strict_json(sample_corpus: Path, tmp_path: Pa
     assert beir["metrics"]["ndcg_at_2"] == 1.0
 
     refused = run("index", "rollback", code=1)
-    assert refused["kind"] == "config" and "no previous version" in refused["error"]
+    assert refused["kind"] == "version" and "no previous version" in refused["error"]
     assert refused["hint"]
 
 

@@ -11,7 +11,7 @@ import json
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
-from ragcycle.errors import ConfigError
+from ragcycle.errors import BusyError
 from ragcycle.settings import Settings
 from tasks.loading import discover_sources, hash_sources
 from tasks.monitoring import unindexed_tag
@@ -117,7 +117,7 @@ def begin_first_version(
         if version.status != "building" or version.tags.get("reason") != FIRST_INGEST:
             continue
         if registry.building_alive(version, settings.lifecycle.build_timeout_minutes * 60):
-            raise ConfigError(
+            raise BusyError(
                 f"another first ingest of {registry.index_name!r} is running"
                 f" (pid {version.tags.get('pid')} on {version.tags.get('host')})"
             )

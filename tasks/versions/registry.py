@@ -23,7 +23,7 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlparse
 
-from ragcycle.errors import ConfigError, ConflictError, RegistryError
+from ragcycle.errors import ConflictError, RegistryError, VersionError
 from tasks.locking import pid_alive
 
 __all__ = [
@@ -127,7 +127,7 @@ class VersionRegistry:
                 )
             except MlflowException as exc:
                 if "already exists" not in str(exc).lower():
-                    raise ConfigError(
+                    raise RegistryError(
                         f"the MLflow store cannot record index versions: {exc}"
                     ) from None
 
@@ -176,7 +176,7 @@ class VersionRegistry:
         for candidate in self.versions():
             if candidate.version == version:
                 return candidate
-        raise ConfigError(f"index {self.index_name!r} has no version {version}")
+        raise VersionError(f"index {self.index_name!r} has no version {version}")
 
     def by_alias(self, alias: str) -> IndexVersion | None:
         from mlflow.exceptions import MlflowException
@@ -311,7 +311,7 @@ class VersionRegistry:
         """Make ``version`` live; the live one becomes ``previous``. One alias write each."""
         chosen = self.get(version)
         if chosen.status not in {"ready", "live", "previous", "retired"}:
-            raise ConfigError(f"version {version} is {chosen.status}, not a ready index")
+            raise VersionError(f"version {version} is {chosen.status}, not a ready index")
         current = self.live()
         if current is not None and current.version == version:
             return chosen
@@ -331,7 +331,7 @@ class VersionRegistry:
         """Swap ``champion`` and ``previous``."""
         previous = self.by_alias(PREVIOUS)
         if previous is None:
-            raise ConfigError(f"index {self.index_name!r} has no previous version to roll back to")
+            raise VersionError(f"index {self.index_name!r} has no previous version to roll back to")
         return self.promote(previous.version)
 
     def building_alive(self, version: IndexVersion, timeout_seconds: float) -> bool:

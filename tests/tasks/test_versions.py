@@ -4,7 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from ragcycle.errors import ConflictError
+from ragcycle.errors import ConflictError, VersionError
+from ragcycle.failures import describe
 from tasks.versions import VersionRegistry, collection_of, collection_source
 from tasks.versions.retention import Cleanup, clean_up, fail_unfinished
 
@@ -249,3 +250,23 @@ def test_a_model_file_replaced_after_its_version_was_gated_is_refused(tmp_path: 
     model.write_bytes(GGUF_MAGIC + b"other weights, same path")
     with pytest.raises(ModelError, match="is not the file version 1 was gated with"):
         resolve_serving(settings, version=1)
+
+
+def test_versions_that_are_absent_or_not_ready_are_refused_as_version_errors(
+    tmp_path: Path,
+) -> None:
+    """A person asking for a version that is not there, or cannot serve, is told to look at the
+    versions (not to fix a setting), and nothing moves."""
+    registry = VersionRegistry(f"sqlite:///{tmp_path / 'mlflow.db'}", "docs")
+    registry.register({"target": "t1"})
+    registry.set_status(1, "failed")
+    with pytest.raises(VersionError, match="has no version 7"):
+        registry.promote(7)
+    with pytest.raises(VersionError, match="version 1 is failed, not a ready index"):
+        registry.promote(1)
+    with pytest.raises(VersionError, match="no previous version") as refused:
+        registry.rollback()
+    assert registry.live() is None
+    failure = describe(refused.value)
+    assert failure.kind == "version"
+    assert "`ragcycle index list`" in failure.hint
