@@ -209,7 +209,7 @@ def overview_texts(
     mlflow: str, experiment_id: str, shots: Path, ready: dict[str, re.Pattern[str]]
 ) -> dict[str, str]:
     """The text each Overview view (``ready``'s keys: usage, quality) shows once it matches
-    ``ready`` (its charts load one by one) or after a minute, and a screenshot of each."""
+    ``ready`` (its charts load one by one) or after two minutes, and a screenshot of each."""
     from playwright.sync_api import sync_playwright
 
     from scripts.screenshots import CHROMIUM_FLAGS, CLOSED_ASSISTANT
@@ -222,7 +222,7 @@ def overview_texts(
         for view, drawn in ready.items():
             tab = context.new_page()
             tab.goto(f"{mlflow}/#/experiments/{experiment_id}/overview/{view}")
-            deadline = time.monotonic() + 60
+            deadline = time.monotonic() + 120
             while not drawn.search(text := tab.inner_text("body")) and time.monotonic() < deadline:
                 tab.wait_for_timeout(500)
             texts[view] = text
@@ -258,8 +258,11 @@ def test_the_mlflow_overview_tab_charts_the_served_traffic(
         rf"Traces\n{traces}\n[\s\S]*Token Usage\n(\S+) \((\S+) input, (\S+) output\)"
     )
     assessed = re.compile(rf"guardrails\n{assessed_traces}\n")
+    # The verdicts' chart draws after the summary table: the page is ready once it shows both.
+    charted = "".join(rf'(?=[\s\S]*"{re.escape(s)}")' for s in served.tally["verdicts"])
+    quality_drawn = re.compile(rf"\A(?=[\s\S]*{assessed.pattern}){charted}")
     with running(command, f"{mlflow}/health", log=tmp_path / "mlflow.log", cwd=tmp_path):
-        ready = {"usage": counted, "quality": assessed}
+        ready = {"usage": counted, "quality": quality_drawn}
         texts = overview_texts(mlflow, experiment.experiment_id, tmp_path, ready)
 
     usage, quality = texts["usage"], texts["quality"]
