@@ -48,3 +48,14 @@ def test_the_readme_fits_and_reaches_every_docs_page() -> None:
     assert len(readme.read_text(encoding="utf-8").splitlines()) <= 250
     linked = {(readme.parent / t.partition("#")[0]).resolve() for t in links(readme)}
     assert {page.resolve() for page in DOCS.glob("*.md")} - linked == set()
+
+
+def test_troubleshooting_lists_every_kind_of_failure() -> None:
+    """The kinds a ``--json`` failure can carry are the ones the docs name, no more, no fewer."""
+    from ragcycle import failures
+
+    text = (REPO / "docs" / "troubleshooting.md").read_text()
+    sentence = text[text.index("`kind` is one of") : text.index("Tracebacks")]
+    documented = set(re.findall(r"`([a-z]+)`", sentence)) - {"kind"}
+    kinds = {kind for _, kind, _ in failures._OWN} | {kind for _, kind, _, _ in failures._KNOWN}
+    assert documented == kinds | {"error", "internal"}
